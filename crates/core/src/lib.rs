@@ -1,1 +1,104 @@
-//! placeholder
+//! gigachat-proxy's core: everything between an `http::Request` from a
+//! browser and GigaChat, with no knowledge of the platform it runs on.
+//!
+//! Build one [`Proxy`] per process at start-up and call [`Proxy::handle`]
+//! for every request; the Vercel and Lambda adapters and the local server
+//! are a few lines each around it. Data flows one way: platform event →
+//! `http::Request` → `Proxy::handle` → GigaChat → streaming
+//! `http::Response` → platform response.
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod path;
+pub mod routes;
+pub mod secret;
+pub mod session;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+
+pub use body::{BoxError, ProxyBody};
+pub use config::{Config, ConfigError, Platform, UpstreamKind};
+pub use error::Error;
+pub use secret::Secret;
+
+/// The proxy: configuration, the pooled upstream client, the shared token.
+/// Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Proxy {
+    state: Result<Arc<Ready>, Error>,
+}
+
+pub(crate) struct Ready {
+    pub(crate) config: Config,
+    pub(crate) http: reqwest::Client,
+    pub(crate) tokens: upstream::token::TokenManager,
+    pub(crate) sessions: session::SessionKeys,
+    pub(crate) base: path::UpstreamBase,
+}
+
+impl Proxy {
+    /// Reads the environment once. A bad configuration does not panic or
+    /// exit: it is logged, and every request is answered with a JSON 500
+    /// that names the variable, which is what an operator looking at a
+    /// freshly deployed function needs to see.
+    pub fn from_env(platform: Platform) -> Self {
+        match Config::from_env(platform) {
+            Ok(config) => Self::new(config),
+            Err(err) => Self::misconfigured(err),
+        }
+    }
+
+    pub fn new(config: Config) -> Self {
+        let state = upstream::client::build(&config).and_then(|http| {
+            let tokens = upstream::token::TokenManager::new(&config, http.clone())?;
+            Ok(Arc::new(Ready {
+                sessions: session::SessionKeys::new(&config.session_secret, config.session_ttl),
+                base: path::UpstreamBase::new(&config.base_url),
+                tokens,
+                http,
+                config,
+            }))
+        });
+        if let Err(err) = &state {
+            tracing::error!(error = %err, "gigachat-proxy cannot start serving");
+        }
+        Self { state }
+    }
+
+    pub fn misconfigured(err: ConfigError) -> Self {
+        tracing::error!(variable = err.variable, error = %err, "gigachat-proxy is misconfigured; every request will get a 500 naming the variable");
+        Self {
+            state: Err(Error::Config(err)),
+        }
+    }
+
+    /// The validated configuration, if it is valid.
+    pub fn config(&self) -> Option<&Config> {
+        self.state.as_ref().ok().map(|ready| &ready.config)
+    }
+
+    /// OAuth calls this process has made to GigaChat (for health and tests).
+    pub fn oauth_calls(&self) -> u64 {
+        self.state.as_ref().map_or(0, |ready| ready.tokens.oauth_calls())
+    }
+
+    /// Answers one request. Never panics and never fails: every problem
+    /// becomes a JSON error response.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        routes::dispatch(self, request).await
+    }
+
+    pub(crate) fn ready(&self) -> Result<&Ready, Error> {
+        self.state.as_deref().map_err(Clone::clone)
+    }
+}

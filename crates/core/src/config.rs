@@ -1,0 +1,388 @@
+//! Configuration, read once at start-up from the environment.
+//!
+//! Variable names follow the official GigaChat SDKs (`GIGACHAT_*`), so a team
+//! can move its settings from a Python or JS backend unchanged; settings that
+//! only the proxy has use the `GIGACHAT_PROXY_*` prefix. Errors name the
+//! variable and what is wrong with it, never the value: the value may be a
+//! key pasted into the wrong variable.
+
+use std::time::Duration;
+
+use reqwest::Url;
+
+use crate::secret::Secret;
+
+pub const DEFAULT_AUTH_URL: &str = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth";
+/// The official SDK's default since 0.2.3 (the host migration of July 2026).
+pub const DEFAULT_BASE_URL: &str = "https://api.giga.chat/v1";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+/// The SDK's `token_expiry_buffer_ms`: refresh this long before expiry.
+pub const DEFAULT_TOKEN_EXPIRY_BUFFER: Duration = Duration::from_secs(60);
+
+/// Where the proxy runs; it picks defaults that fit the platform's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Vercel,
+    Lambda,
+    Local,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Vercel => "vercel",
+            Platform::Lambda => "lambda",
+            Platform::Local => "local",
+        }
+    }
+
+    /// Vercel rejects request bodies over 4.5 MB and Lambda payloads over
+    /// 6 MB before our code runs; failing at the same size with a clear 413
+    /// beats the platform's opaque error. Locally there is no platform limit,
+    /// but an unbounded body is a memory hazard, so the default still caps it.
+    pub fn default_max_body_bytes(self) -> usize {
+        match self {
+            Platform::Vercel => 4_500_000,
+            Platform::Lambda => 6_000_000,
+            Platform::Local => 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The OAuth scope of the authorization key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Personal,
+    B2b,
+    Corporate,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Personal => "GIGACHAT_API_PERS",
+            Scope::B2b => "GIGACHAT_API_B2B",
+            Scope::Corporate => "GIGACHAT_API_CORP",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value.trim() {
+            "GIGACHAT_API_PERS" => Some(Scope::Personal),
+            "GIGACHAT_API_B2B" => Some(Scope::B2b),
+            "GIGACHAT_API_CORP" => Some(Scope::Corporate),
+            _ => None,
+        }
+    }
+}
+
+/// What the proxy talks to; reported by the health route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// Sber's hosts.
+    GigaChat,
+    /// The built-in emulator, started by the local server.
+    Emulator,
+    /// Any other host (a self-hosted emulator, a corporate gateway).
+    Custom,
+}
+
+impl UpstreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKind::GigaChat => "gigachat",
+            UpstreamKind::Emulator => "emulator",
+            UpstreamKind::Custom => "custom",
+        }
+    }
+}
+
+/// Everything the core needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub platform: Platform,
+    /// The Studio "authorization key": already base64(client_id:client_secret).
+    pub credentials: Secret<String>,
+    pub scope: Scope,
+    pub auth_url: Url,
+    pub base_url: Url,
+    pub upstream_kind: UpstreamKind,
+    /// Connect + time-to-first-byte limit, and the longest silence allowed
+    /// between two chunks of a stream.
+    pub timeout: Duration,
+    pub token_expiry_buffer: Duration,
+    pub max_body_bytes: usize,
+    /// Signs the proxy's own session tokens (`/api/gigachat-oauth`).
+    pub session_secret: Secret<Vec<u8>>,
+    pub session_ttl: Duration,
+}
+
+/// A configuration problem, named by its variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable} {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            variable,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env(platform: Platform) -> Result<Self, ConfigError> {
+        Self::from_lookup(platform, |name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests need not touch the process
+    /// environment (which is shared between concurrently running tests).
+    pub fn from_lookup(
+        platform: Platform,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let credentials = get("GIGACHAT_CREDENTIALS").ok_or_else(|| {
+            ConfigError::new(
+                "GIGACHAT_CREDENTIALS",
+                "is not set: put the authorization key from GigaChat Studio (base64 of client_id:client_secret) in it",
+            )
+        })?;
+        let credentials = credentials.trim().to_owned();
+        if !looks_like_base64(&credentials) {
+            return Err(ConfigError::new(
+                "GIGACHAT_CREDENTIALS",
+                "is not base64: use the ready authorization key from GigaChat Studio, not the client secret",
+            ));
+        }
+
+        let scope = match get("GIGACHAT_SCOPE") {
+            None => Scope::Personal,
+            Some(value) => Scope::parse(&value).ok_or_else(|| {
+                ConfigError::new(
+                    "GIGACHAT_SCOPE",
+                    "must be GIGACHAT_API_PERS, GIGACHAT_API_B2B or GIGACHAT_API_CORP",
+                )
+            })?,
+        };
+
+        let auth_url = parse_url(
+            "GIGACHAT_AUTH_URL",
+            get("GIGACHAT_AUTH_URL").as_deref().unwrap_or(DEFAULT_AUTH_URL),
+        )?;
+        let base_url = parse_url(
+            "GIGACHAT_BASE_URL",
+            get("GIGACHAT_BASE_URL").as_deref().unwrap_or(DEFAULT_BASE_URL),
+        )?;
+        if base_url.query().is_some() || base_url.fragment().is_some() {
+            return Err(ConfigError::new(
+                "GIGACHAT_BASE_URL",
+                "must not have a query or fragment",
+            ));
+        }
+
+        let timeout = match get("GIGACHAT_TIMEOUT") {
+            None => DEFAULT_TIMEOUT,
+            Some(value) => parse_seconds("GIGACHAT_TIMEOUT", &value)?,
+        };
+        let token_expiry_buffer = match get("GIGACHAT_TOKEN_EXPIRY_BUFFER_MS") {
+            None => DEFAULT_TOKEN_EXPIRY_BUFFER,
+            Some(value) => Duration::from_millis(value.trim().parse::<u64>().map_err(|_| {
+                ConfigError::new(
+                    "GIGACHAT_TOKEN_EXPIRY_BUFFER_MS",
+                    "must be a whole number of milliseconds",
+                )
+            })?),
+        };
+        let max_body_bytes = match get("GIGACHAT_PROXY_MAX_BODY_BYTES") {
+            None => platform.default_max_body_bytes(),
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(bytes) if bytes > 0 => bytes,
+                _ => {
+                    return Err(ConfigError::new(
+                        "GIGACHAT_PROXY_MAX_BODY_BYTES",
+                        "must be a positive whole number of bytes",
+                    ));
+                }
+            },
+        };
+        let session_ttl = match get("GIGACHAT_PROXY_SESSION_TTL") {
+            None => DEFAULT_SESSION_TTL,
+            Some(value) => parse_seconds("GIGACHAT_PROXY_SESSION_TTL", &value)?,
+        };
+        let session_secret = match get("GIGACHAT_PROXY_SESSION_SECRET") {
+            Some(secret) if secret.len() < 32 => {
+                return Err(ConfigError::new(
+                    "GIGACHAT_PROXY_SESSION_SECRET",
+                    "is shorter than 32 characters: use a long random string (e.g. `openssl rand -hex 32`)",
+                ));
+            }
+            Some(secret) => secret.into_bytes(),
+            // Derived, not random: every warm instance of a serverless
+            // deployment must accept the tokens the others minted.
+            None => crate::session::derive_secret(&credentials),
+        };
+
+        let upstream_kind = classify_upstream(&base_url);
+        Ok(Config {
+            platform,
+            credentials: Secret::new(credentials),
+            scope,
+            auth_url,
+            base_url,
+            upstream_kind,
+            timeout,
+            token_expiry_buffer,
+            max_body_bytes,
+            session_secret: Secret::new(session_secret),
+            session_ttl,
+        })
+    }
+}
+
+fn parse_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value.trim())
+        .map_err(|_| ConfigError::new(variable, "is not a valid absolute URL"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(ConfigError::new(variable, "must be an http:// or https:// URL"));
+    }
+    if url.host_str().is_none() {
+        return Err(ConfigError::new(variable, "has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(
+            variable,
+            "must not carry credentials in the URL: use GIGACHAT_CREDENTIALS",
+        ));
+    }
+    Ok(url)
+}
+
+fn parse_seconds(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0 => {
+            Ok(Duration::from_secs_f64(seconds))
+        }
+        _ => Err(ConfigError::new(
+            variable,
+            "must be a positive number of seconds (at most 86400)",
+        )),
+    }
+}
+
+fn looks_like_base64(value: &str) -> bool {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value))
+        .is_ok()
+}
+
+fn classify_upstream(base_url: &Url) -> UpstreamKind {
+    let host = base_url.host_str().unwrap_or_default();
+    if host == "giga.chat"
+        || host.ends_with(".giga.chat")
+        || host.ends_with(".sberbank.ru")
+        || host.ends_with(".sber.ru")
+    {
+        UpstreamKind::GigaChat
+    } else {
+        UpstreamKind::Custom
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    const KEY: &str = "Y2xpZW50LWlkOmNsaWVudC1zZWNyZXQ="; // client-id:client-secret
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(Platform::Vercel, |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_official_sdk() {
+        let config = config(&[("GIGACHAT_CREDENTIALS", KEY)]).unwrap();
+        assert_eq!(config.scope, Scope::Personal);
+        assert_eq!(config.auth_url.as_str(), DEFAULT_AUTH_URL);
+        assert_eq!(config.base_url.as_str(), DEFAULT_BASE_URL);
+        assert_eq!(config.timeout, Duration::from_secs(30));
+        assert_eq!(config.max_body_bytes, 4_500_000);
+        assert_eq!(config.upstream_kind, UpstreamKind::GigaChat);
+    }
+
+    #[test]
+    fn missing_credentials_name_the_variable() {
+        let err = config(&[]).unwrap_err();
+        assert_eq!(err.variable, "GIGACHAT_CREDENTIALS");
+        assert!(err.to_string().starts_with("GIGACHAT_CREDENTIALS is not set"));
+    }
+
+    #[test]
+    fn errors_never_contain_the_value() {
+        let bad_values = [
+            ("GIGACHAT_CREDENTIALS", "not base64 !!! secret-value-123"),
+            ("GIGACHAT_SCOPE", "secret-value-123"),
+            ("GIGACHAT_BASE_URL", "secret-value-123"),
+            ("GIGACHAT_AUTH_URL", "ftp://secret-value-123"),
+            ("GIGACHAT_TIMEOUT", "secret-value-123"),
+            ("GIGACHAT_PROXY_MAX_BODY_BYTES", "secret-value-123"),
+            ("GIGACHAT_PROXY_SESSION_SECRET", "secret-value-123"),
+            ("GIGACHAT_BASE_URL", "https://user:secret-value-123@host/v1"),
+        ];
+        for (variable, value) in bad_values {
+            let mut vars = vec![("GIGACHAT_CREDENTIALS", KEY)];
+            vars.push((variable, value));
+            let err = config(&vars).unwrap_err();
+            assert_eq!(err.variable, variable, "{err}");
+            assert!(!err.to_string().contains("secret-value-123"), "{err}");
+        }
+    }
+
+    #[test]
+    fn http_urls_are_accepted_for_the_emulator() {
+        let config = config(&[
+            ("GIGACHAT_CREDENTIALS", KEY),
+            ("GIGACHAT_BASE_URL", "http://127.0.0.1:8090/api/v1"),
+            ("GIGACHAT_AUTH_URL", "http://127.0.0.1:8090/api/v2/oauth"),
+            ("GIGACHAT_SCOPE", "GIGACHAT_API_CORP"),
+            ("GIGACHAT_TIMEOUT", "2.5"),
+        ])
+        .unwrap();
+        assert_eq!(config.upstream_kind, UpstreamKind::Custom);
+        assert_eq!(config.scope, Scope::Corporate);
+        assert_eq!(config.timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn session_secret_is_stable_across_instances_but_differs_per_key() {
+        let a = config(&[("GIGACHAT_CREDENTIALS", KEY)]).unwrap();
+        let b = config(&[("GIGACHAT_CREDENTIALS", KEY)]).unwrap();
+        let c = config(&[("GIGACHAT_CREDENTIALS", "b3RoZXI6a2V5")]).unwrap();
+        assert_eq!(a.session_secret, b.session_secret);
+        assert_ne!(a.session_secret, c.session_secret);
+        assert_ne!(a.session_secret.expose().as_slice(), KEY.as_bytes());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = config(&[("GIGACHAT_CREDENTIALS", KEY)]).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(KEY));
+        assert!(printed.contains("***"));
+    }
+}

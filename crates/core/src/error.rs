@@ -1,0 +1,264 @@
+//! The one error type of the core, and the one place where an error becomes
+//! an HTTP status and a JSON body.
+//!
+//! The body keeps GigaChat's own error shape, `{"status", "message"}`, so
+//! clients written for GigaChat (the official SDKs among them) surface our
+//! errors the way they surface GigaChat's, and adds `code` (stable, for
+//! programs), `hint` (what to do, for people) and `request_id` (for logs).
+//! No variant carries a credential, a token or a request body.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::body::{ProxyBody, json_response};
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("the proxy is misconfigured: {0}")]
+    Config(#[from] ConfigError),
+
+    #[error("no route for this path")]
+    RouteNotFound,
+
+    #[error("method not allowed on this route")]
+    MethodNotAllowed { allowed: &'static str },
+
+    #[error("invalid API path: {0}")]
+    InvalidPath(&'static str),
+
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+
+    #[error("could not read the request body")]
+    BodyUnreadable,
+
+    #[error("the proxy session token has expired")]
+    SessionExpired,
+
+    #[error("the proxy session token is invalid")]
+    SessionInvalid,
+
+    #[error("GigaChat OAuth refused the proxy's key: {reason}")]
+    UpstreamAuthRejected {
+        status: u16,
+        code: Option<i64>,
+        reason: String,
+    },
+
+    #[error("GigaChat OAuth is rate limiting the proxy")]
+    UpstreamAuthRateLimited,
+
+    #[error("GigaChat OAuth failed with HTTP {status}")]
+    UpstreamAuthFailed { status: u16 },
+
+    #[error("GigaChat OAuth answered something the proxy cannot use: {0}")]
+    UpstreamAuthMalformed(&'static str),
+
+    #[error("could not reach GigaChat ({stage}) at {host}: {cause}")]
+    UpstreamUnreachable {
+        stage: &'static str,
+        host: String,
+        cause: TransportCause,
+    },
+
+    #[error("GigaChat did not answer within {seconds} s ({stage})")]
+    UpstreamTimeout { stage: &'static str, seconds: u64 },
+
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// Why a connection to GigaChat failed, coarse enough to be safe to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportCause {
+    Tls,
+    Connect,
+    Other,
+}
+
+impl std::fmt::Display for TransportCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportCause::Tls => "TLS certificate verification failed",
+            TransportCause::Connect => "connection failed",
+            TransportCause::Other => "the request failed in transit",
+        })
+    }
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Error::InvalidPath(_) | Error::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::SessionExpired | Error::SessionInvalid => StatusCode::UNAUTHORIZED,
+            Error::UpstreamAuthRejected { .. }
+            | Error::UpstreamAuthFailed { .. }
+            | Error::UpstreamAuthMalformed(_)
+            | Error::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            Error::UpstreamAuthRateLimited => StatusCode::SERVICE_UNAVAILABLE,
+            Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A stable machine-readable name; also the low-cardinality log label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config_invalid",
+            Error::RouteNotFound => "not_found",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::InvalidPath(_) => "invalid_path",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::BodyUnreadable => "body_unreadable",
+            Error::SessionExpired => "session_expired",
+            Error::SessionInvalid => "session_invalid",
+            Error::UpstreamAuthRejected { .. } => "upstream_auth_rejected",
+            Error::UpstreamAuthRateLimited => "upstream_auth_rate_limited",
+            Error::UpstreamAuthFailed { .. } => "upstream_auth_failed",
+            Error::UpstreamAuthMalformed(_) => "upstream_auth_malformed",
+            Error::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Error::UpstreamTimeout { .. } => "upstream_timeout",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// What the reader should do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            Error::Config(err) => format!(
+                "Fix the environment variable {} of the proxy deployment and redeploy (see the README's variable table).",
+                err.variable
+            ),
+            Error::RouteNotFound => "The proxy serves /api/gigachat-api/{GigaChat path}, /api/gigachat-oauth and /api/gigachat-health.".into(),
+            Error::MethodNotAllowed { allowed } => format!("Use {allowed}."),
+            Error::InvalidPath(_) => "Call /api/gigachat-api/ followed by a GigaChat API path such as chat/completions or v1/models; dot segments, empty segments, encoded slashes and backslashes are refused.".into(),
+            Error::BodyTooLarge { .. } => "Send a smaller body; the limit is GIGACHAT_PROXY_MAX_BODY_BYTES (the platform caps it too: Vercel 4.5 MB, Lambda 6 MB).".into(),
+            Error::BodyUnreadable => "Retry the request; the connection broke while the body was being sent.".into(),
+            Error::SessionExpired => "Fetch a new token from /api/gigachat-oauth and retry.".into(),
+            Error::SessionInvalid => "Send a token minted by this proxy's /api/gigachat-oauth, or no Authorization header.".into(),
+            Error::UpstreamAuthRejected { code: Some(7), .. } => "The key's scope differs from GIGACHAT_SCOPE: set GIGACHAT_SCOPE to GIGACHAT_API_PERS, GIGACHAT_API_B2B or GIGACHAT_API_CORP as in GigaChat Studio.".into(),
+            Error::UpstreamAuthRejected { code: Some(1 | 5), .. } => "Set GIGACHAT_SCOPE to GIGACHAT_API_PERS, GIGACHAT_API_B2B or GIGACHAT_API_CORP.".into(),
+            Error::UpstreamAuthRejected { .. } => "Check GIGACHAT_CREDENTIALS: it must be the authorization key from GigaChat Studio (already base64 of client_id:client_secret), not the client secret and not encoded twice.".into(),
+            Error::UpstreamAuthRateLimited => "GigaChat allows about 10 OAuth calls per second; retry in a few seconds.".into(),
+            Error::UpstreamAuthFailed { .. } => "GigaChat's OAuth service failed; retry later.".into(),
+            Error::UpstreamAuthMalformed(_) => "Check GIGACHAT_AUTH_URL points at GigaChat's OAuth endpoint (default https://ngw.devices.sberbank.ru:9443/api/v2/oauth).".into(),
+            Error::UpstreamUnreachable { cause: TransportCause::Tls, .. } => "GigaChat's certificate chains to the Russian Trusted Root CA, which the proxy embeds; if a corporate TLS proxy sits in between, add its CA. Check GIGACHAT_BASE_URL and GIGACHAT_AUTH_URL.".into(),
+            Error::UpstreamUnreachable { .. } => "Check GIGACHAT_BASE_URL / GIGACHAT_AUTH_URL and the network path from this deployment to GigaChat, then retry.".into(),
+            Error::UpstreamTimeout { .. } => "Retry later, or raise GIGACHAT_TIMEOUT (seconds).".into(),
+            Error::Internal(_) => "Retry; if it persists, report it with the request id.".into(),
+        }
+    }
+
+    /// The single mapping from an error to what the client sees.
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = json!({
+            "status": status.as_u16(),
+            "message": self.to_string(),
+            "code": self.code(),
+            "hint": self.hint(),
+            "request_id": request_id,
+        });
+        let mut response = json_response(status, &body);
+        match &self {
+            Error::MethodNotAllowed { allowed } => {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            Error::SessionExpired | Error::SessionInvalid => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="gigachat-proxy", error="invalid_token""#),
+                );
+            }
+            Error::UpstreamAuthRateLimited => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(response: Response<ProxyBody>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn config_errors_are_500_and_name_the_variable() {
+        let err = Error::Config(ConfigError {
+            variable: "GIGACHAT_CREDENTIALS",
+            problem: "is not set".into(),
+        });
+        let response = err.into_response("req-1");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_json(response).await;
+        assert_eq!(body["status"], 500);
+        assert_eq!(body["code"], "config_invalid");
+        assert_eq!(body["request_id"], "req-1");
+        assert!(body["message"].as_str().unwrap().contains("GIGACHAT_CREDENTIALS"));
+        assert!(body["hint"].as_str().unwrap().contains("GIGACHAT_CREDENTIALS"));
+    }
+
+    #[tokio::test]
+    async fn every_variant_maps_to_a_json_body_with_a_hint() {
+        let errors = [
+            Error::RouteNotFound,
+            Error::MethodNotAllowed { allowed: "POST" },
+            Error::InvalidPath("dot segment"),
+            Error::BodyTooLarge { limit: 10 },
+            Error::BodyUnreadable,
+            Error::SessionExpired,
+            Error::SessionInvalid,
+            Error::UpstreamAuthRejected { status: 401, code: Some(6), reason: "x".into() },
+            Error::UpstreamAuthRateLimited,
+            Error::UpstreamAuthMalformed("no token"),
+            Error::UpstreamAuthFailed { status: 500 },
+            Error::UpstreamUnreachable { stage: "oauth", host: "h".into(), cause: TransportCause::Tls },
+            Error::UpstreamTimeout { stage: "first byte", seconds: 30 },
+            Error::Internal("x"),
+        ];
+        for err in errors {
+            let status = err.status();
+            let code = err.code();
+            let response = err.into_response("r");
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/json; charset=utf-8"
+            );
+            let body = body_json(response).await;
+            assert_eq!(body["status"], status.as_u16());
+            assert_eq!(body["code"], code);
+            assert!(!body["hint"].as_str().unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn statuses_are_the_conventional_ones() {
+        assert_eq!(Error::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(Error::SessionExpired.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            Error::UpstreamAuthRejected { status: 401, code: Some(6), reason: String::new() }.status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            Error::UpstreamTimeout { stage: "x", seconds: 1 }.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+}

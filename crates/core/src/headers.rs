@@ -1,0 +1,107 @@
+//! Which headers cross the proxy, in each direction.
+//!
+//! Upstream-bound headers are an allowlist, not a denylist: a browser sends
+//! cookies, its own `Authorization`, `X-Forwarded-*` set by CDNs, and
+//! whatever a future auth mode adds (`X-API-Key`…); none of that may reach
+//! GigaChat, and an allowlist cannot forget one. Client-bound headers drop
+//! hop-by-hop ones, GigaChat's Sber-only CORS headers (the proxy owns CORS)
+//! and cookies.
+
+use http::{HeaderMap, HeaderName, header};
+
+/// Headers forwarded from the client to GigaChat. `Authorization` is set by
+/// the proxy itself; the logging ids are GigaChat's documented
+/// `X-Request-ID`/`X-Session-ID`/`X-Client-ID` and the extra ids the Python
+/// SDK forwards. `X-Client-ID` must match between the chat call that created
+/// an image and the download of that image.
+const FORWARDED_TO_UPSTREAM: [HeaderName; 11] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::ACCEPT_LANGUAGE,
+    header::CACHE_CONTROL,
+    HeaderName::from_static("x-session-id"),
+    HeaderName::from_static("x-client-id"),
+    HeaderName::from_static("x-service-id"),
+    HeaderName::from_static("x-operation-id"),
+    HeaderName::from_static("x-trace-id"),
+    HeaderName::from_static("x-agent-id"),
+    header::USER_AGENT,
+];
+
+/// Copies the allowlisted client headers into `upstream`.
+pub fn forward_request_headers(client: &HeaderMap, upstream: &mut HeaderMap) {
+    for name in &FORWARDED_TO_UPSTREAM {
+        for value in client.get_all(name) {
+            upstream.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Whether an upstream response header may be passed to the client.
+pub fn is_forwarded_to_client(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    !(matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-connection"
+            | "set-cookie"
+            | "x-request-id"
+            | "alt-svc"
+            | "strict-transport-security"
+    ) || name.starts_with("access-control-"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn credentials_cookies_and_forwarding_headers_stay_behind() {
+        let mut client = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Basic c2VjcmV0"),
+            ("cookie", "session=abc"),
+            ("host", "my-site.example"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-host", "evil"),
+            ("x-real-ip", "1.2.3.4"),
+            ("connection", "keep-alive, x-client-id"),
+            ("proxy-authorization", "Basic x"),
+            ("x-api-key", "k"),
+            ("content-type", "application/json"),
+            ("x-session-id", "s-1"),
+            ("x-client-id", "c-1"),
+            ("accept", "text/event-stream"),
+        ] {
+            client.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let mut upstream = HeaderMap::new();
+        forward_request_headers(&client, &mut upstream);
+        let names: Vec<&str> = upstream.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "accept", "x-session-id", "x-client-id"]);
+    }
+
+    #[test]
+    fn hop_by_hop_and_upstream_cors_are_dropped() {
+        for name in [
+            "connection",
+            "transfer-encoding",
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "set-cookie",
+        ] {
+            assert!(!is_forwarded_to_client(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["content-type", "content-length", "x-session-id", "content-disposition"] {
+            assert!(is_forwarded_to_client(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Mapping `/api/gigachat-api/{path}` to a GigaChat URL without letting a
+//! client reach any other path or host.
+//!
+//! The client's path is kept as sent (still percent-encoded) once every
+//! segment has been checked: a segment that is empty, a dot segment, or one
+//! that decodes to a slash, a backslash or a control character is refused
+//! outright, because normalizing such input is how proxies end up forwarding
+//! `..` to a neighbouring service. Refusing is also the only answer that
+//! cannot surprise anyone: GigaChat has no path that needs these.
+
+use percent_encoding::percent_decode_str;
+use reqwest::Url;
+
+use crate::error::Error;
+
+/// The configured base URL, split once at start-up so per-request mapping
+/// is string concatenation.
+#[derive(Debug, Clone)]
+pub struct UpstreamBase {
+    /// `https://api.giga.chat/v1` (no trailing slash).
+    base: String,
+    /// `https://api.giga.chat` when the base ends with a version segment
+    /// such as `/v1`, so a versioned client path (`v2/chat/completions`) can
+    /// replace it.
+    versionless: Option<String>,
+    host: String,
+}
+
+impl UpstreamBase {
+    pub fn new(base_url: &Url) -> Self {
+        let base = base_url.as_str().trim_end_matches('/').to_owned();
+        let versionless = base
+            .rsplit_once('/')
+            .filter(|(_, last)| is_version_segment(last))
+            .map(|(head, _)| head.to_owned())
+            .filter(|head| head.contains("://") && !head.ends_with(':') && !head.ends_with('/'));
+        Self {
+            base,
+            versionless,
+            host: base_url.host_str().unwrap_or_default().to_owned(),
+        }
+    }
+
+    /// The upstream URL for a client path (the part after
+    /// `/api/gigachat-api/`) and query.
+    ///
+    /// - `chat/completions` → `{base}/chat/completions`
+    /// - `v1/models` → `{base without /vN}/v1/models`, and likewise `v2/…`,
+    ///   so the official SDKs work with `base_url` set to
+    ///   `…/api/gigachat-api/v1` (their v2 chat rewrites the trailing `/v1`).
+    pub fn resolve(&self, client_path: &str, query: Option<&str>) -> Result<Url, Error> {
+        check_path(client_path)?;
+        let first = client_path.split('/').next().unwrap_or_default();
+        let prefix = match &self.versionless {
+            Some(versionless) if is_version_segment(first) => versionless,
+            _ => &self.base,
+        };
+        let mut url = String::with_capacity(prefix.len() + client_path.len() + 2 + query.map_or(0, str::len));
+        url.push_str(prefix);
+        url.push('/');
+        url.push_str(client_path);
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            url.push('?');
+            url.push_str(query);
+        }
+        let url = Url::parse(&url).map_err(|_| Error::InvalidPath("not a valid URL path"))?;
+        // Defence in depth: the checks above already make this impossible.
+        if url.host_str() != Some(self.host.as_str()) || !url.as_str().starts_with(prefix) {
+            return Err(Error::InvalidPath("the path leaves the GigaChat API"));
+        }
+        Ok(url)
+    }
+}
+
+fn is_version_segment(segment: &str) -> bool {
+    segment.len() >= 2
+        && segment.starts_with('v')
+        && segment[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+fn check_path(path: &str) -> Result<(), Error> {
+    if path.is_empty() {
+        return Err(Error::RouteNotFound);
+    }
+    for segment in path.split('/') {
+        if segment.is_empty() {
+            return Err(Error::InvalidPath("empty path segment (`//` or a trailing slash)"));
+        }
+        if segment.contains('\\') {
+            return Err(Error::InvalidPath("backslash in the path"));
+        }
+        let decoded = percent_decode_str(segment).collect::<Vec<u8>>();
+        if decoded == b"." || decoded == b".." {
+            return Err(Error::InvalidPath("dot segment (`.` or `..`) in the path"));
+        }
+        if decoded.iter().any(|&b| b == b'/' || b == b'\\') {
+            return Err(Error::InvalidPath("encoded slash or backslash in the path"));
+        }
+        if decoded.iter().any(|&b| b.is_ascii_control()) {
+            return Err(Error::InvalidPath("control character in the path"));
+        }
+        if segment.contains(':') && segment == path.split('/').next().unwrap_or_default() {
+            // `http:` as the first segment is an absolute URL smuggled in.
+            return Err(Error::InvalidPath("absolute URL in the path"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn base(url: &str) -> UpstreamBase {
+        UpstreamBase::new(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn plain_paths_append_to_the_base() {
+        let b = base("https://api.giga.chat/v1");
+        assert_eq!(
+            b.resolve("chat/completions", None).unwrap().as_str(),
+            "https://api.giga.chat/v1/chat/completions"
+        );
+        assert_eq!(
+            b.resolve("files/abc-123/content", Some("x=1&y=%20")).unwrap().as_str(),
+            "https://api.giga.chat/v1/files/abc-123/content?x=1&y=%20"
+        );
+    }
+
+    #[test]
+    fn versioned_paths_replace_the_base_version() {
+        let b = base("https://api.giga.chat/v1");
+        assert_eq!(
+            b.resolve("v1/models", None).unwrap().as_str(),
+            "https://api.giga.chat/v1/models"
+        );
+        assert_eq!(
+            b.resolve("v2/chat/completions", None).unwrap().as_str(),
+            "https://api.giga.chat/v2/chat/completions"
+        );
+        let legacy = base("https://gigachat.devices.sberbank.ru/api/v1/");
+        assert_eq!(
+            legacy.resolve("v2/chat/completions", None).unwrap().as_str(),
+            "https://gigachat.devices.sberbank.ru/api/v2/chat/completions"
+        );
+        assert_eq!(
+            legacy.resolve("models", None).unwrap().as_str(),
+            "https://gigachat.devices.sberbank.ru/api/v1/models"
+        );
+    }
+
+    #[test]
+    fn a_base_without_version_takes_paths_as_they_are() {
+        let b = base("http://127.0.0.1:8090/custom");
+        assert_eq!(
+            b.resolve("v2/chat/completions", None).unwrap().as_str(),
+            "http://127.0.0.1:8090/custom/v2/chat/completions"
+        );
+    }
+
+    #[test]
+    fn traversal_and_smuggling_are_refused() {
+        let b = base("https://api.giga.chat/v1");
+        let attempts = [
+            "..",
+            "../admin",
+            "chat/../../etc/passwd",
+            "./models",
+            "%2e%2e/admin",
+            "%2E%2e/admin",
+            ".%2e/admin",
+            "models/%2e",
+            "models//x",
+            "/models",
+            "models/",
+            "models%2f..%2fadmin",
+            "models%5C..",
+            "models\\..\\admin",
+            "http://evil.example/x",
+            "https:%2f%2fevil.example",
+            "//evil.example/x",
+            "models%00",
+            "models%0d%0aX-Injected:1",
+        ];
+        for attempt in attempts {
+            let result = b.resolve(attempt, None);
+            assert!(result.is_err(), "{attempt} was accepted: {result:?}");
+        }
+        assert!(matches!(b.resolve("", None), Err(Error::RouteNotFound)));
+    }
+
+    #[test]
+    fn the_host_never_changes() {
+        let b = base("https://api.giga.chat/v1");
+        for path in ["models", "v1/models", "v2/chat/completions", "files/%40evil.com"] {
+            let url = b.resolve(path, Some("next=https://evil.example")).unwrap();
+            assert_eq!(url.host_str(), Some("api.giga.chat"), "{path}");
+        }
+    }
+}

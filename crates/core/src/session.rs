@@ -1,0 +1,165 @@
+//! Proxy session tokens: what `/api/gigachat-oauth` hands to a browser in
+//! place of GigaChat's access token.
+//!
+//! Frontends written against GigaChat's OAuth flow (and the official SDKs
+//! pointed at the proxy) fetch a token, send it as `Bearer`, and refetch it
+//! on a 401. The proxy keeps that contract with its own short-lived HS256
+//! JWT, so neither the authorization key nor the upstream token ever leaves
+//! the server.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::error::Error;
+use crate::secret::Secret;
+
+const ISSUER: &str = "gigachat-proxy";
+const AUDIENCE: &str = "gigachat-proxy/api";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    sub: String,
+    iat: u64,
+    exp: u64,
+    jti: String,
+}
+
+/// A minted token, in GigaChat's OAuth answer shape.
+pub struct MintedSession {
+    pub access_token: Secret<String>,
+    /// Unix time in milliseconds, like GigaChat's `expires_at`.
+    pub expires_at_ms: u64,
+}
+
+pub struct SessionKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl SessionKeys {
+    pub fn new(secret: &Secret<Vec<u8>>, ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = 5;
+        Self {
+            encoding: EncodingKey::from_secret(secret.expose()),
+            decoding: DecodingKey::from_secret(secret.expose()),
+            validation,
+            ttl,
+        }
+    }
+
+    pub fn mint(&self) -> Result<MintedSession, Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::Internal("system clock is before 1970"))?;
+        let exp = now + self.ttl;
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "anonymous".into(),
+            iat: now.as_secs(),
+            exp: exp.as_secs(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|_| Error::Internal("could not sign a session token"))?;
+        Ok(MintedSession {
+            access_token: Secret::new(token),
+            expires_at_ms: u64::try_from(exp.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Checks a token this proxy minted. The signature is checked before
+    /// expiry, so `SessionExpired` means "ours, but old": the client should
+    /// fetch a new one, exactly as after GigaChat's own "Token has expired".
+    pub fn verify(&self, token: &str) -> Result<(), Error> {
+        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+            Ok(_) => Ok(()),
+            Err(err) if matches!(err.kind(), ErrorKind::ExpiredSignature) => {
+                Err(Error::SessionExpired)
+            }
+            Err(_) => Err(Error::SessionInvalid),
+        }
+    }
+}
+
+/// Derives the signing key from the authorization key, so that every warm
+/// instance of a serverless deployment accepts the others' tokens without a
+/// shared store, and rotating the GigaChat key also revokes old sessions.
+/// The HMAC makes the derived key useless for recovering the original.
+pub(crate) fn derive_secret(credentials: &str) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail; fall back to the
+    // label alone rather than panic if that ever changed.
+    match Hmac::<Sha256>::new_from_slice(credentials.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(b"gigachat-proxy session signing key v1");
+            mac.finalize().into_bytes().to_vec()
+        }
+        Err(_) => b"gigachat-proxy session signing key v1".to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn keys(ttl: Duration) -> SessionKeys {
+        SessionKeys::new(&Secret::new(derive_secret("a2V5")), ttl)
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let keys = keys(Duration::from_secs(60));
+        let minted = keys.mint().unwrap();
+        keys.verify(minted.access_token.expose()).unwrap();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(minted.expires_at_ms > now_ms + 55_000);
+        assert!(minted.expires_at_ms <= now_ms + 61_000);
+    }
+
+    #[test]
+    fn another_key_or_garbage_is_invalid() {
+        let other = SessionKeys::new(&Secret::new(derive_secret("b3RoZXI=")), Duration::from_secs(60));
+        let minted = other.mint().unwrap();
+        let keys = keys(Duration::from_secs(60));
+        assert!(matches!(keys.verify(minted.access_token.expose()), Err(Error::SessionInvalid)));
+        assert!(matches!(keys.verify("not-a-jwt"), Err(Error::SessionInvalid)));
+        assert!(matches!(keys.verify(""), Err(Error::SessionInvalid)));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        let keys = keys(Duration::from_secs(60));
+        // {"alg":"none","typ":"JWT"} . {"iss":"gigachat-proxy","aud":"gigachat-proxy/api","exp":9999999999} .
+        let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJpc3MiOiJnaWdhY2hhdC1wcm94eSIsImF1ZCI6ImdpZ2FjaGF0LXByb3h5L2FwaSIsImV4cCI6OTk5OTk5OTk5OX0.";
+        assert!(matches!(keys.verify(token), Err(Error::SessionInvalid)));
+    }
+
+    #[test]
+    fn expired_tokens_are_reported_as_expired() {
+        let keys = keys(Duration::from_secs(60));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "anonymous".into(),
+            iat: now - 600,
+            exp: now - 300,
+            jti: "x".into(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        assert!(matches!(keys.verify(&token), Err(Error::SessionExpired)));
+    }
+}

@@ -1,0 +1,41 @@
+//! Everything that talks to GigaChat: the pooled HTTP client with its trust
+//! roots, the OAuth token manager, and the streaming response body.
+
+pub mod body;
+pub mod client;
+pub mod token;
+pub mod tls;
+
+use crate::error::{Error, TransportCause};
+
+/// Classifies a reqwest failure without exposing its text (which can carry
+/// URLs with client-supplied query strings) to the client.
+pub(crate) fn transport_error(err: &reqwest::Error, stage: &'static str, host: &str, timeout_secs: u64) -> Error {
+    if err.is_timeout() {
+        return Error::UpstreamTimeout { stage, seconds: timeout_secs };
+    }
+    let cause = if mentions_certificate(err) {
+        TransportCause::Tls
+    } else if err.is_connect() {
+        TransportCause::Connect
+    } else {
+        TransportCause::Other
+    };
+    Error::UpstreamUnreachable {
+        stage,
+        host: host.to_owned(),
+        cause,
+    }
+}
+
+fn mentions_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = current {
+        let text = err.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("unknownissuer") || text.contains("tls handshake") {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
