@@ -1,1 +1,8 @@
-fn main() {}
+//! The function behind `/api/gigachat-health` on Vercel, and on AWS Lambda
+//! (SAM `Binary: gigachat-health`). The platform is detected at start-up; all logic
+//! lives in the core, which routes on the path.
+
+#[tokio::main]
+async fn main() -> Result<(), gigachat_proxy_core::BoxError> {
+    gigachat_proxy_platform::run().await
+}

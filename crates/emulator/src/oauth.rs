@@ -227,6 +227,16 @@ fn rate_limited(shared: &Shared, key: &str, per_second: u32) -> bool {
     false
 }
 
+pub(crate) fn too_large() -> Response<Body> {
+    oauth_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &OauthError {
+            code: 413,
+            message: "Payload too large",
+        },
+    )
+}
+
 pub(crate) async fn handle(shared: Arc<Shared>, parts: &Parts, body: &[u8]) -> Response<Body> {
     Counters::bump(&shared.counters.oauth_calls);
     let resp = answer(&shared, parts, body).await;

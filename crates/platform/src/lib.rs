@@ -1,1 +1,47 @@
-//! placeholder
+//! The serverless adapters: the only place that knows `vercel_runtime` and
+//! `lambda_http`. Each `api/*.rs` entrypoint calls [`run`], which builds the
+//! core once per process and hands it to whichever platform started us.
+
+pub mod lambda;
+pub mod vercel;
+
+use gigachat_proxy_core::{BoxError, Platform, Proxy};
+
+/// Which platform started this process, decided once from the variables
+/// each platform sets for its functions.
+pub fn detect() -> Platform {
+    if lambda::detected() {
+        Platform::Lambda
+    } else {
+        Platform::Vercel
+    }
+}
+
+/// Runs the function on the detected platform until the platform stops it.
+/// The serverless entrypoints never fall back to the emulator: missing
+/// credentials are a configuration error, answered as a JSON 500.
+pub async fn run() -> Result<(), BoxError> {
+    let platform = detect();
+    init_tracing(platform);
+    let proxy = Proxy::from_env(platform);
+    match platform {
+        Platform::Lambda => lambda::run(proxy).await,
+        _ => vercel::run(proxy).await,
+    }
+}
+
+/// Logs as JSON lines on the platforms (CloudWatch and Vercel's log drains
+/// index fields), level from `RUST_LOG` (default `info`).
+pub fn init_tracing(platform: Platform) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match platform {
+        Platform::Local => builder.try_init(),
+        _ => builder.json().with_current_span(false).try_init(),
+    };
+    // Already initialised (tests, or an embedding program): keep theirs.
+    drop(result);
+}

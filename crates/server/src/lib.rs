@@ -1,1 +1,93 @@
-//! placeholder
+//! The local and self-hosted server: every route on one port.
+//!
+//! In development it replaces the Vite dev proxy (which vanishes in
+//! production); on a VPS, Railway or Render it is the deployment. Without
+//! `GIGACHAT_CREDENTIALS` it starts the built-in GigaChat emulator, so a
+//! fresh clone answers chats offline.
+
+mod cli;
+mod emulated;
+mod serve;
+
+use std::process::ExitCode;
+
+use gigachat_proxy_core::{Config, Platform, Proxy};
+
+pub use cli::Options;
+pub use serve::{Server, serve};
+
+/// `cargo run --release`: parse flags, pick the upstream, serve until
+/// SIGTERM or Ctrl-C.
+pub async fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
+        Ok(cli::Parsed::Run(options)) => options,
+        Ok(cli::Parsed::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("gigachat-proxy: {message}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    gigachat_proxy_platform_free_tracing();
+
+    let credentials_set = std::env::var("GIGACHAT_CREDENTIALS").is_ok_and(|v| !v.trim().is_empty());
+    let (proxy, emulator) = if credentials_set {
+        (Proxy::from_env(Platform::Local), None)
+    } else {
+        match emulated::start().await {
+            Ok((config, emulator)) => (Proxy::new(config), Some(emulator)),
+            Err(err) => {
+                eprintln!("gigachat-proxy: could not start the built-in GigaChat emulator: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+
+    let server = match Server::bind(&options.host, options.port, proxy.clone()).await {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!(
+                "gigachat-proxy: cannot listen on {}:{}: {err} (choose another with --port or PORT)",
+                options.host, options.port
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    print_banner(&server, proxy.config(), emulator.is_some());
+    server.run_until_shutdown().await;
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
+    ExitCode::SUCCESS
+}
+
+fn gigachat_proxy_platform_free_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("GIGACHAT_PROXY_LOG_FORMAT").is_ok_and(|v| v.trim() == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if json { builder.json().try_init() } else { builder.try_init() };
+    drop(result);
+}
+
+fn print_banner(server: &Server, config: Option<&Config>, emulated: bool) {
+    let url = format!("http://{}", server.local_addr());
+    let upstream = match config {
+        Some(config) if emulated => format!(
+            "the BUILT-IN GIGACHAT EMULATOR at {} (no GIGACHAT_CREDENTIALS set; replies are echoes)",
+            config.base_url
+        ),
+        Some(config) => format!("GigaChat at {} (scope {})", config.base_url, config.scope.as_str()),
+        None => "nothing: the configuration is invalid, every request answers 500 (see the error above)".into(),
+    };
+    // stdout, flushed: tests and scripts read the address from this line.
+    println!("gigachat-proxy listening on {url}");
+    println!("  upstream: {upstream}");
+    println!("  try:      curl -N {url}/api/gigachat-api/chat/completions -H 'Content-Type: application/json' \\");
+    println!("              -d '{{\"model\":\"GigaChat\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Привет\"}}]}}'");
+    println!("  health:   {url}/api/gigachat-health");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,161 @@
+//! Streaming bodies. Events are produced lazily by the body itself (no
+//! producer task, no buffering): each event is its own body frame, the chunk
+//! delay sits between frames, and dropping the body mid-way is how a client
+//! disconnect becomes visible (`streams_cancelled`).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use crate::chat::split_event;
+use crate::state::{Counters, InflightGuard, Shared};
+use crate::util::Body;
+
+/// Pause between the pieces of a split event. A body that is immediately
+/// ready again lets hyper coalesce frames into one write; a short pending
+/// period forces a flush so the pieces really travel separately.
+const SPLIT_GAP: Duration = Duration::from_millis(2);
+
+struct Step {
+    delay: Duration,
+    bytes: Bytes,
+}
+
+struct StreamState {
+    steps: VecDeque<Step>,
+    /// The reset fault: after the last step, fail the body so hyper aborts
+    /// the connection without a terminating chunk.
+    abort: bool,
+    finished: bool,
+    aborted: bool,
+    shared: Arc<Shared>,
+    _guard: InflightGuard,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        if !self.finished && !self.aborted {
+            Counters::bump(&self.shared.counters.streams_cancelled);
+        }
+    }
+}
+
+/// Lays out the frames and delays for one stream, applying the stream
+/// faults as they are at this moment.
+fn plan_steps(
+    events: Vec<Bytes>,
+    delay: Duration,
+    split: bool,
+    reset_after: Option<u64>,
+) -> (VecDeque<Step>, bool) {
+    let total = events.len();
+    let keep = reset_after.map_or(total, |n| usize::try_from(n).unwrap_or(usize::MAX).min(total));
+    let abort = keep < total;
+    let mut steps = VecDeque::new();
+    for (i, event) in events.into_iter().take(keep).enumerate() {
+        let event_delay = if i == 0 { Duration::ZERO } else { delay };
+        if split {
+            for (j, piece) in split_event(&event).into_iter().enumerate() {
+                steps.push_back(Step {
+                    delay: if j == 0 { event_delay } else { SPLIT_GAP },
+                    bytes: piece,
+                });
+            }
+        } else {
+            steps.push_back(Step {
+                delay: event_delay,
+                bytes: event,
+            });
+        }
+    }
+    (steps, abort)
+}
+
+pub(crate) fn stream_body(shared: Arc<Shared>, events: Vec<Bytes>, guard: InflightGuard) -> Body {
+    let faults = &shared.faults;
+    let (steps, abort) = plan_steps(
+        events,
+        faults.chunk_delay(shared.config.chunk_delay),
+        faults.split_writes(),
+        faults.reset_after(),
+    );
+    Counters::bump(&shared.counters.streams_started);
+    let state = StreamState {
+        steps,
+        abort,
+        finished: false,
+        aborted: false,
+        shared,
+        _guard: guard,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(step) = st.steps.pop_front() {
+            if !step.delay.is_zero() {
+                tokio::time::sleep(step.delay).await;
+            }
+            if st.steps.is_empty() && !st.abort {
+                st.finished = true;
+                Counters::bump(&st.shared.counters.streams_completed);
+            }
+            return Some((Ok(Frame::data(step.bytes)), st));
+        }
+        if st.abort && !st.aborted {
+            st.aborted = true;
+            let err = io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "emulator fault: reset_stream_after_chunks",
+            );
+            return Some((Err(err), st));
+        }
+        None
+    });
+    StreamBody::new(stream).boxed_unsync()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn events() -> Vec<Bytes> {
+        vec![
+            Bytes::from_static(b"data: {\"a\":\"x: y\"}\n\n"),
+            Bytes::from_static(b"data: {}\n\n"),
+            Bytes::from_static(b"data: [DONE]\n\n"),
+        ]
+    }
+
+    #[test]
+    fn delays_sit_between_events_only() {
+        let d = Duration::from_millis(50);
+        let (steps, abort) = plan_steps(events(), d, false, None);
+        assert!(!abort);
+        let delays: Vec<_> = steps.iter().map(|s| s.delay).collect();
+        assert_eq!(delays, [Duration::ZERO, d, d]);
+    }
+
+    #[test]
+    fn reset_truncates_and_aborts() {
+        let (steps, abort) = plan_steps(events(), Duration::ZERO, false, Some(1));
+        assert!(abort);
+        assert_eq!(steps.len(), 1);
+        // Asking to reset after more events than exist is a normal stream.
+        let (steps, abort) = plan_steps(events(), Duration::ZERO, false, Some(3));
+        assert!(!abort);
+        assert_eq!(steps.len(), 3);
+    }
+
+    #[test]
+    fn split_keeps_bytes_and_order() {
+        let (steps, _) = plan_steps(events(), Duration::ZERO, true, None);
+        assert!(steps.len() >= 3 * 2);
+        let joined: Vec<u8> = steps.iter().flat_map(|s| s.bytes.to_vec()).collect();
+        let expected: Vec<u8> = events().iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(joined, expected);
+    }
+}

@@ -1,0 +1,106 @@
+//! Flags and their environment equivalents. Two options do not justify an
+//! argument-parsing crate.
+
+pub const USAGE: &str = "\
+Usage: gigachat-proxy [--host HOST] [--port PORT]
+
+Serves /api/gigachat-api/*, /api/gigachat-oauth and /api/gigachat-health.
+
+Options:
+  --host HOST   address to listen on (env HOST, default 127.0.0.1;
+                use 0.0.0.0 in a container or behind nginx)
+  --port PORT   port to listen on (env PORT, default 3000; 0 = any free port)
+  -h, --help    this text
+
+Without GIGACHAT_CREDENTIALS the built-in GigaChat emulator is started and used.
+See README.md for every GIGACHAT_* variable.
+";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Run(Options),
+    Help,
+}
+
+impl Options {
+    /// Flags win over `HOST`/`PORT`, which win over the defaults.
+    pub fn parse(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Parsed, String> {
+        let mut host = env("HOST").filter(|h| !h.trim().is_empty());
+        let mut port = env("PORT").filter(|p| !p.trim().is_empty());
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+                None => (arg.clone(), None),
+            };
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(Parsed::Help),
+                "--host" | "--port" => {
+                    let value = inline
+                        .or_else(|| args.next())
+                        .ok_or_else(|| format!("{flag} needs a value"))?;
+                    if flag == "--host" {
+                        host = Some(value);
+                    } else {
+                        port = Some(value);
+                    }
+                }
+                other => return Err(format!("unknown argument `{other}`")),
+            }
+        }
+        let port = match port {
+            None => 3000,
+            Some(port) => port
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| "the port (--port or PORT) must be a number from 0 to 65535".to_owned())?,
+        };
+        Ok(Parsed::Run(Options {
+            host: host.unwrap_or_else(|| "127.0.0.1".into()),
+            port,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Parsed, String> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Options::parse(args.iter().map(|s| s.to_string()), |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn run(host: &str, port: u16) -> Result<Parsed, String> {
+        Ok(Parsed::Run(Options { host: host.into(), port }))
+    }
+
+    #[test]
+    fn defaults_env_and_flags() {
+        assert_eq!(parse(&[], &[]), run("127.0.0.1", 3000));
+        assert_eq!(parse(&[], &[("HOST", "0.0.0.0"), ("PORT", "8080")]), run("0.0.0.0", 8080));
+        assert_eq!(parse(&["--port", "4000"], &[("PORT", "8080")]), run("127.0.0.1", 4000));
+        assert_eq!(parse(&["--host=::1", "--port=0"], &[]), run("::1", 0));
+        assert_eq!(parse(&["--help"], &[]), Ok(Parsed::Help));
+    }
+
+    #[test]
+    fn bad_input_is_explained() {
+        assert!(parse(&["--port"], &[]).unwrap_err().contains("--port needs a value"));
+        assert!(parse(&["--port", "http"], &[]).unwrap_err().contains("0 to 65535"));
+        assert!(parse(&[], &[("PORT", "70000")]).is_err());
+        assert!(parse(&["--verbose"], &[]).unwrap_err().contains("--verbose"));
+    }
+}
