@@ -227,16 +227,17 @@ pub(crate) fn plan_v1(body: &[u8]) -> Result<Plan, ChatError> {
 
     let called = match forced {
         FunctionMode::None => None,
-        FunctionMode::Named(name) => functions
-            .iter()
-            .find(|f| f.name == name)
-            .cloned()
-            .or_else(|| {
-                Some(FunctionSpec {
+        // A built-in named without a declaration is called without a schema.
+        FunctionMode::Named(name) => Some(
+            functions
+                .iter()
+                .find(|f| f.name == name)
+                .cloned()
+                .unwrap_or(FunctionSpec {
                     name,
                     parameters: None,
-                })
-            }),
+                }),
+        ),
         FunctionMode::Auto if last_role == "user" => functions
             .iter()
             .find(|f| last_user.contains(&f.name))
@@ -832,7 +833,7 @@ pub(crate) fn split_event(event: &Bytes) -> Vec<Bytes> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

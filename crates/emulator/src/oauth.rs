@@ -308,7 +308,7 @@ async fn answer(shared: &Shared, parts: &Parts, body: &[u8]) -> Response<Body> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::{Credential, DEFAULT_CREDENTIALS, EmulatorConfig};

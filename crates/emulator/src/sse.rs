@@ -118,7 +118,7 @@ pub(crate) fn stream_body(shared: Arc<Shared>, events: Vec<Bytes>, guard: Inflig
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

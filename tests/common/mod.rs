@@ -1,0 +1,197 @@
+//! Shared by the black-box tests: the emulator in-process (so a test can
+//! flip its faults and read its counters) and the real `gigachat-proxy`
+//! binary as a child process on a random port, its logs captured.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gigachat_emulator::{Credential, Emulator, EmulatorConfig};
+
+/// A key that exists only in this test run: if it shows up in a log line or
+/// a response, the test that sees it fails.
+pub fn test_credentials() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("test-client:secret-{}", uuid::Uuid::new_v4()))
+}
+
+pub async fn start_emulator(credentials: &str, configure: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
+    let mut config = EmulatorConfig {
+        credentials: vec![Credential::new(credentials, "GIGACHAT_API_PERS")],
+        ..EmulatorConfig::default()
+    };
+    configure(&mut config);
+    Emulator::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap()
+}
+
+pub struct ProxyProcess {
+    child: Child,
+    pub url: String,
+    logs: Arc<Mutex<String>>,
+}
+
+impl ProxyProcess {
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the local server binary with exactly `env` (plus PATH), on a
+/// random port, and waits for its "listening on" line.
+pub fn start_proxy(env: &[(&str, &str)]) -> ProxyProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gigachat-proxy"));
+    command
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("the gigachat-proxy binary starts");
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (url_tx, url_rx) = std::sync::mpsc::channel::<String>();
+
+    let stdout = child.stdout.take().unwrap();
+    let stdout_logs = Arc::clone(&logs);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("gigachat-proxy listening on ") {
+                let _ = url_tx.send(url.trim().to_owned());
+            }
+            let mut logs = stdout_logs.lock().unwrap();
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let stderr_logs = Arc::clone(&logs);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut logs = stderr_logs.lock().unwrap();
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+    });
+    let url = url_rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("the proxy did not start; its output:\n{}", logs.lock().unwrap()));
+    ProxyProcess { child, url, logs }
+}
+
+/// The usual setup: an emulator that knows `credentials`, and a proxy that
+/// uses them against it.
+pub fn proxy_env<'a>(emulator_base: &'a str, emulator_auth: &'a str, credentials: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("GIGACHAT_CREDENTIALS", credentials),
+        ("GIGACHAT_BASE_URL", emulator_base),
+        ("GIGACHAT_AUTH_URL", emulator_auth),
+    ]
+}
+
+pub struct Setup {
+    pub emulator: Emulator,
+    pub proxy: ProxyProcess,
+    pub credentials: String,
+    pub http: reqwest::Client,
+}
+
+pub async fn setup_with(
+    configure: impl FnOnce(&mut EmulatorConfig),
+    extra_env: &[(&str, &str)],
+) -> Setup {
+    let credentials = test_credentials();
+    let emulator = start_emulator(&credentials, configure).await;
+    let (base, auth) = (emulator.base_url(), emulator.auth_url());
+    let mut env = proxy_env(&base, &auth, &credentials);
+    env.extend_from_slice(extra_env);
+    let proxy = start_proxy(&env);
+    Setup {
+        emulator,
+        proxy,
+        credentials,
+        http: reqwest::Client::new(),
+    }
+}
+
+pub async fn setup() -> Setup {
+    setup_with(|_| {}, &[]).await
+}
+
+pub fn chat(content: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": "GigaChat",
+        "stream": stream,
+        "messages": [{"role": "user", "content": content}],
+    })
+}
+
+/// The `data:` payloads of an SSE body.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|line| line.strip_prefix("data: ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Sends bytes exactly as given (no client-side path normalization, which
+/// reqwest and every browser do) and returns the status code and the raw
+/// response.
+pub async fn raw_request(addr: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// Upstream access tokens the emulator saw (from recorded Authorization
+/// headers), for leak checks.
+pub fn upstream_tokens(emulator: &Emulator) -> Vec<String> {
+    emulator
+        .recorded_requests()
+        .into_iter()
+        .flat_map(|r| r.headers)
+        .filter(|(name, _)| name == "authorization")
+        .filter_map(|(_, value)| value.strip_prefix("Bearer ").map(str::to_owned))
+        .collect()
+}
+
+pub fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        assert!(!haystack.contains(secret.as_str()), "a secret leaked into {what}");
+    }
+}
