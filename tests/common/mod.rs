@@ -16,10 +16,14 @@ use gigachat_emulator::{Credential, Emulator, EmulatorConfig};
 /// a response, the test that sees it fails.
 pub fn test_credentials() -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(format!("test-client:secret-{}", uuid::Uuid::new_v4()))
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("test-client:secret-{}", uuid::Uuid::new_v4()))
 }
 
-pub async fn start_emulator(credentials: &str, configure: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
+pub async fn start_emulator(
+    credentials: &str,
+    configure: impl FnOnce(&mut EmulatorConfig),
+) -> Emulator {
     let mut config = EmulatorConfig {
         credentials: vec![Credential::new(credentials, "GIGACHAT_API_PERS")],
         ..EmulatorConfig::default()
@@ -40,6 +44,18 @@ impl ProxyProcess {
     /// Everything the process wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until the output contains `needle`; output arrives
+    /// through pipes, a little after the event that wrote it.
+    pub async fn wait_for_log(&self, needle: &str) -> bool {
+        for _ in 0..100 {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -100,13 +116,22 @@ pub fn start_proxy(env: &[(&str, &str)]) -> ProxyProcess {
     });
     let url = url_rx
         .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("the proxy did not start; its output:\n{}", logs.lock().unwrap()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "the proxy did not start; its output:\n{}",
+                logs.lock().unwrap()
+            )
+        });
     ProxyProcess { child, url, logs }
 }
 
 /// The usual setup: an emulator that knows `credentials`, and a proxy that
 /// uses them against it.
-pub fn proxy_env<'a>(emulator_base: &'a str, emulator_auth: &'a str, credentials: &'a str) -> Vec<(&'a str, &'a str)> {
+pub fn proxy_env<'a>(
+    emulator_base: &'a str,
+    emulator_auth: &'a str,
+    credentials: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     vec![
         ("GIGACHAT_CREDENTIALS", credentials),
         ("GIGACHAT_BASE_URL", emulator_base),
@@ -192,6 +217,9 @@ pub fn upstream_tokens(emulator: &Emulator) -> Vec<String> {
 pub fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
     for secret in secrets {
         assert!(!secret.is_empty());
-        assert!(!haystack.contains(secret.as_str()), "a secret leaked into {what}");
+        assert!(
+            !haystack.contains(secret.as_str()),
+            "a secret leaked into {what}"
+        );
     }
 }

@@ -175,11 +175,15 @@ impl Config {
 
         let auth_url = parse_url(
             "GIGACHAT_AUTH_URL",
-            get("GIGACHAT_AUTH_URL").as_deref().unwrap_or(DEFAULT_AUTH_URL),
+            get("GIGACHAT_AUTH_URL")
+                .as_deref()
+                .unwrap_or(DEFAULT_AUTH_URL),
         )?;
         let base_url = parse_url(
             "GIGACHAT_BASE_URL",
-            get("GIGACHAT_BASE_URL").as_deref().unwrap_or(DEFAULT_BASE_URL),
+            get("GIGACHAT_BASE_URL")
+                .as_deref()
+                .unwrap_or(DEFAULT_BASE_URL),
         )?;
         if base_url.query().is_some() || base_url.fragment().is_some() {
             return Err(ConfigError::new(
@@ -251,7 +255,10 @@ fn parse_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(value.trim())
         .map_err(|_| ConfigError::new(variable, "is not a valid absolute URL"))?;
     if !matches!(url.scheme(), "https" | "http") {
-        return Err(ConfigError::new(variable, "must be an http:// or https:// URL"));
+        return Err(ConfigError::new(
+            variable,
+            "must be an http:// or https:// URL",
+        ));
     }
     if url.host_str().is_none() {
         return Err(ConfigError::new(variable, "has no host"));
@@ -329,7 +336,10 @@ mod tests {
     fn missing_credentials_name_the_variable() {
         let err = config(&[]).unwrap_err();
         assert_eq!(err.variable, "GIGACHAT_CREDENTIALS");
-        assert!(err.to_string().starts_with("GIGACHAT_CREDENTIALS is not set"));
+        assert!(
+            err.to_string()
+                .starts_with("GIGACHAT_CREDENTIALS is not set")
+        );
     }
 
     #[test]

@@ -173,7 +173,9 @@ impl Error {
             Error::SessionExpired | Error::SessionInvalid => {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="gigachat-proxy", error="invalid_token""#),
+                    HeaderValue::from_static(
+                        r#"Bearer realm="gigachat-proxy", error="invalid_token""#,
+                    ),
                 );
             }
             Error::UpstreamAuthRateLimited => {
@@ -210,8 +212,18 @@ mod tests {
         assert_eq!(body["status"], 500);
         assert_eq!(body["code"], "config_invalid");
         assert_eq!(body["request_id"], "req-1");
-        assert!(body["message"].as_str().unwrap().contains("GIGACHAT_CREDENTIALS"));
-        assert!(body["hint"].as_str().unwrap().contains("GIGACHAT_CREDENTIALS"));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("GIGACHAT_CREDENTIALS")
+        );
+        assert!(
+            body["hint"]
+                .as_str()
+                .unwrap()
+                .contains("GIGACHAT_CREDENTIALS")
+        );
     }
 
     #[tokio::test]
@@ -224,12 +236,23 @@ mod tests {
             Error::BodyUnreadable,
             Error::SessionExpired,
             Error::SessionInvalid,
-            Error::UpstreamAuthRejected { status: 401, code: Some(6), reason: "x".into() },
+            Error::UpstreamAuthRejected {
+                status: 401,
+                code: Some(6),
+                reason: "x".into(),
+            },
             Error::UpstreamAuthRateLimited,
             Error::UpstreamAuthMalformed("no token"),
             Error::UpstreamAuthFailed { status: 500 },
-            Error::UpstreamUnreachable { stage: "oauth", host: "h".into(), cause: TransportCause::Tls },
-            Error::UpstreamTimeout { stage: "first byte", seconds: 30 },
+            Error::UpstreamUnreachable {
+                stage: "oauth",
+                host: "h".into(),
+                cause: TransportCause::Tls,
+            },
+            Error::UpstreamTimeout {
+                stage: "first byte",
+                seconds: 30,
+            },
             Error::Internal("x"),
         ];
         for err in errors {
@@ -250,14 +273,26 @@ mod tests {
 
     #[test]
     fn statuses_are_the_conventional_ones() {
-        assert_eq!(Error::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            Error::BodyTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
         assert_eq!(Error::SessionExpired.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
-            Error::UpstreamAuthRejected { status: 401, code: Some(6), reason: String::new() }.status(),
+            Error::UpstreamAuthRejected {
+                status: 401,
+                code: Some(6),
+                reason: String::new()
+            }
+            .status(),
             StatusCode::BAD_GATEWAY
         );
         assert_eq!(
-            Error::UpstreamTimeout { stage: "x", seconds: 1 }.status(),
+            Error::UpstreamTimeout {
+                stage: "x",
+                seconds: 1
+            }
+            .status(),
             StatusCode::GATEWAY_TIMEOUT
         );
     }

@@ -81,12 +81,18 @@ mod tests {
             ("x-client-id", "c-1"),
             ("accept", "text/event-stream"),
         ] {
-            client.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+            client.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
         }
         let mut upstream = HeaderMap::new();
         forward_request_headers(&client, &mut upstream);
         let names: Vec<&str> = upstream.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["content-type", "accept", "x-session-id", "x-client-id"]);
+        assert_eq!(
+            names,
+            ["content-type", "accept", "x-session-id", "x-client-id"]
+        );
     }
 
     #[test]
@@ -98,10 +104,21 @@ mod tests {
             "access-control-allow-credentials",
             "set-cookie",
         ] {
-            assert!(!is_forwarded_to_client(&HeaderName::from_static(name)), "{name}");
+            assert!(
+                !is_forwarded_to_client(&HeaderName::from_static(name)),
+                "{name}"
+            );
         }
-        for name in ["content-type", "content-length", "x-session-id", "content-disposition"] {
-            assert!(is_forwarded_to_client(&HeaderName::from_static(name)), "{name}");
+        for name in [
+            "content-type",
+            "content-length",
+            "x-session-id",
+            "content-disposition",
+        ] {
+            assert!(
+                is_forwarded_to_client(&HeaderName::from_static(name)),
+                "{name}"
+            );
         }
     }
 }

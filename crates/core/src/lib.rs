@@ -85,7 +85,9 @@ impl Proxy {
 
     /// OAuth calls this process has made to GigaChat (for health and tests).
     pub fn oauth_calls(&self) -> u64 {
-        self.state.as_ref().map_or(0, |ready| ready.tokens.oauth_calls())
+        self.state
+            .as_ref()
+            .map_or(0, |ready| ready.tokens.oauth_calls())
     }
 
     /// Answers one request. Never panics and never fails: every problem

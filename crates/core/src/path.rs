@@ -55,7 +55,8 @@ impl UpstreamBase {
             Some(versionless) if is_version_segment(first) => versionless,
             _ => &self.base,
         };
-        let mut url = String::with_capacity(prefix.len() + client_path.len() + 2 + query.map_or(0, str::len));
+        let mut url =
+            String::with_capacity(prefix.len() + client_path.len() + 2 + query.map_or(0, str::len));
         url.push_str(prefix);
         url.push('/');
         url.push_str(client_path);
@@ -84,7 +85,9 @@ fn check_path(path: &str) -> Result<(), Error> {
     }
     for segment in path.split('/') {
         if segment.is_empty() {
-            return Err(Error::InvalidPath("empty path segment (`//` or a trailing slash)"));
+            return Err(Error::InvalidPath(
+                "empty path segment (`//` or a trailing slash)",
+            ));
         }
         if segment.contains('\\') {
             return Err(Error::InvalidPath("backslash in the path"));
@@ -124,7 +127,9 @@ mod tests {
             "https://api.giga.chat/v1/chat/completions"
         );
         assert_eq!(
-            b.resolve("files/abc-123/content", Some("x=1&y=%20")).unwrap().as_str(),
+            b.resolve("files/abc-123/content", Some("x=1&y=%20"))
+                .unwrap()
+                .as_str(),
             "https://api.giga.chat/v1/files/abc-123/content?x=1&y=%20"
         );
     }
@@ -142,7 +147,10 @@ mod tests {
         );
         let legacy = base("https://gigachat.devices.sberbank.ru/api/v1/");
         assert_eq!(
-            legacy.resolve("v2/chat/completions", None).unwrap().as_str(),
+            legacy
+                .resolve("v2/chat/completions", None)
+                .unwrap()
+                .as_str(),
             "https://gigachat.devices.sberbank.ru/api/v2/chat/completions"
         );
         assert_eq!(
@@ -194,7 +202,12 @@ mod tests {
     #[test]
     fn the_host_never_changes() {
         let b = base("https://api.giga.chat/v1");
-        for path in ["models", "v1/models", "v2/chat/completions", "files/%40evil.com"] {
+        for path in [
+            "models",
+            "v1/models",
+            "v2/chat/completions",
+            "files/%40evil.com",
+        ] {
             let url = b.resolve(path, Some("next=https://evil.example")).unwrap();
             assert_eq!(url.host_str(), Some("api.giga.chat"), "{path}");
         }

@@ -125,18 +125,30 @@ mod tests {
         let keys = keys(Duration::from_secs(60));
         let minted = keys.mint().unwrap();
         keys.verify(minted.access_token.expose()).unwrap();
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         assert!(minted.expires_at_ms > now_ms + 55_000);
         assert!(minted.expires_at_ms <= now_ms + 61_000);
     }
 
     #[test]
     fn another_key_or_garbage_is_invalid() {
-        let other = SessionKeys::new(&Secret::new(derive_secret("b3RoZXI=")), Duration::from_secs(60));
+        let other = SessionKeys::new(
+            &Secret::new(derive_secret("b3RoZXI=")),
+            Duration::from_secs(60),
+        );
         let minted = other.mint().unwrap();
         let keys = keys(Duration::from_secs(60));
-        assert!(matches!(keys.verify(minted.access_token.expose()), Err(Error::SessionInvalid)));
-        assert!(matches!(keys.verify("not-a-jwt"), Err(Error::SessionInvalid)));
+        assert!(matches!(
+            keys.verify(minted.access_token.expose()),
+            Err(Error::SessionInvalid)
+        ));
+        assert!(matches!(
+            keys.verify("not-a-jwt"),
+            Err(Error::SessionInvalid)
+        ));
         assert!(matches!(keys.verify(""), Err(Error::SessionInvalid)));
     }
 
@@ -151,7 +163,10 @@ mod tests {
     #[test]
     fn expired_tokens_are_reported_as_expired() {
         let keys = keys(Duration::from_secs(60));
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let claims = Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -160,7 +175,8 @@ mod tests {
             exp: now - 300,
             jti: "x".into(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert!(matches!(keys.verify(&token), Err(Error::SessionExpired)));
     }
 }

@@ -14,7 +14,9 @@ use crate::models;
 use crate::oauth::SCOPES;
 use crate::sse::stream_body;
 use crate::state::{InflightGuard, Shared, TokenInfo};
-use crate::util::{Body, JSON_UTF8, api_error, empty, full, json, now_ms, now_secs, status_message};
+use crate::util::{
+    Body, JSON_UTF8, api_error, empty, full, json, now_ms, now_secs, status_message,
+};
 
 /// Which generation of the API a path belongs to; v2 answers with a
 /// different `Server` and CORS origin in the recorded traffic.
@@ -278,13 +280,7 @@ async fn answer(
         },
         (["files", id, "delete"], &Method::POST) => {
             if files::delete(shared, id) {
-                json(
-                    StatusCode::OK,
-                    &Deleted {
-                        id,
-                        deleted: true,
-                    },
-                )
+                json(StatusCode::OK, &Deleted { id, deleted: true })
             } else {
                 file_not_found()
             }
@@ -452,7 +448,10 @@ mod tests {
         let shared = Shared::new(crate::EmulatorConfig::default());
         let mut h = HeaderMap::new();
         assert_eq!(authenticate(&shared, &h), Auth::Missing);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer nope"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer nope"),
+        );
         assert_eq!(authenticate(&shared, &h), Auth::Unknown);
         shared.store_token(
             "live".into(),
@@ -472,12 +471,21 @@ mod tests {
                 epoch: 0,
             },
         );
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer live"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer live"),
+        );
         assert!(matches!(authenticate(&shared, &h), Auth::Ok(_)));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer old"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer old"),
+        );
         assert_eq!(authenticate(&shared, &h), Auth::Expired);
         shared.faults.expire_all_tokens();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer live"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer live"),
+        );
         assert_eq!(authenticate(&shared, &h), Auth::Expired);
     }
 }

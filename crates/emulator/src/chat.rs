@@ -308,7 +308,9 @@ fn functions(obj: &Map<String, Value>) -> Result<Vec<FunctionSpec>, ChatError> {
             .and_then(Value::as_str)
             .ok_or_else(|| invalid(format!("functions[{idx}].name is required")))?;
         if !valid_function_name(name) {
-            return Err(invalid(format!("functions[{idx}].name '{name}' is invalid")));
+            return Err(invalid(format!(
+                "functions[{idx}].name '{name}' is invalid"
+            )));
         }
         let parameters = match f.get("parameters") {
             Some(p @ Value::Object(_)) => Some(p.clone()),
@@ -847,7 +849,10 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert_eq!(e.message, INVALID_JSON);
         let e = plan(r#"{"model":"Nope","messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
-        assert_eq!((e.status, e.message.as_str()), (StatusCode::NOT_FOUND, "No such model"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::NOT_FOUND, "No such model")
+        );
         for body in [
             r#"{"messages":[{"role":"user","content":"x"}]}"#,
             r#"{"model":"GigaChat"}"#,
@@ -877,7 +882,8 @@ mod tests {
             );
         }
         // Embedding models are not chat models.
-        let e = plan(r#"{"model":"Embeddings","messages":[{"role":"user","content":"x"}]}"#).unwrap_err();
+        let e = plan(r#"{"model":"Embeddings","messages":[{"role":"user","content":"x"}]}"#)
+            .unwrap_err();
         assert_eq!(e.status, StatusCode::NOT_FOUND);
     }
 
@@ -901,7 +907,8 @@ mod tests {
 
     #[test]
     fn non_stream_body_exact() {
-        let p = plan(r#"{"model":"GigaChat","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+        let p =
+            plan(r#"{"model":"GigaChat","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
         let body = String::from_utf8(v1_body(&p, 1768996171)).unwrap();
         assert_eq!(
             body,

@@ -44,10 +44,16 @@ pub(crate) fn handle(shared: &Shared, method: &Method, path: &str, body: &Bytes)
             shared.reset_stats();
             no_content()
         }
-        ("/_emulator/health", &Method::GET) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        ("/_emulator/health", &Method::GET) => {
+            json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
         (
-            "/_emulator/stats" | "/_emulator/requests" | "/_emulator/clear-requests"
-            | "/_emulator/faults" | "/_emulator/reset-stats" | "/_emulator/health",
+            "/_emulator/stats"
+            | "/_emulator/requests"
+            | "/_emulator/clear-requests"
+            | "/_emulator/faults"
+            | "/_emulator/reset-stats"
+            | "/_emulator/health",
             _,
         ) => api_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         _ => api_error(StatusCode::NOT_FOUND, "Not found"),

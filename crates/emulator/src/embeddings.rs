@@ -181,15 +181,19 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
         assert_eq!(
-            embeddings(br#"{"model":"Embeddings"}"#).err().unwrap().status,
+            embeddings(br#"{"model":"Embeddings"}"#)
+                .err()
+                .unwrap()
+                .status,
             StatusCode::UNPROCESSABLE_ENTITY
         );
     }
 
     #[test]
     fn tokens_count_is_bare_array() {
-        let out = tokens_count(r#"{"model":"GigaChat","input":["First text","", "привет"]}"#.as_bytes())
-            .unwrap();
+        let out =
+            tokens_count(r#"{"model":"GigaChat","input":["First text","", "привет"]}"#.as_bytes())
+                .unwrap();
         let json = serde_json::to_string(&out).unwrap();
         assert_eq!(
             json,

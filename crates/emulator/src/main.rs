@@ -116,27 +116,58 @@ fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed
     Ok(Parsed::Run(opts))
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Signal listeners, registered before the "listening" line is printed so a
+/// supervisor that signals right after reading it cannot kill us uncleanly.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let install = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}");
+                    None
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
+            };
+            Signals {
+                term: install(SignalKind::terminate(), "SIGTERM"),
+                int: install(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = recv(self.term) => {}
+                () = recv(self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -156,6 +187,7 @@ async fn run(opts: Options) -> Result<(), String> {
         chunk_delay: Duration::from_millis(opts.chunk_delay_ms),
         concurrency_limit: opts.concurrency_limit,
     };
+    let signals = Signals::install();
     let emulator = Emulator::start(config, addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -172,7 +204,7 @@ async fn run(opts: Options) -> Result<(), String> {
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
     tracing::info!(addr = %bound, scope = %opts.scope, "emulator ready");
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down");
     emulator.shutdown().await;
     Ok(())

@@ -33,12 +33,15 @@ pub(crate) struct ModelList<'a> {
 }
 
 pub(crate) fn model(id: &str) -> Option<Model<'static>> {
-    MODELS.iter().find(|(m, _)| *m == id).map(|(id, kind)| Model {
-        id,
-        object: "model",
-        owned_by: "salutedevices",
-        kind,
-    })
+    MODELS
+        .iter()
+        .find(|(m, _)| *m == id)
+        .map(|(id, kind)| Model {
+            id,
+            object: "model",
+            owned_by: "salutedevices",
+            kind,
+        })
 }
 
 pub(crate) fn list() -> ModelList<'static> {

@@ -314,9 +314,7 @@ mod tests {
     use crate::{Credential, DEFAULT_CREDENTIALS, EmulatorConfig};
 
     fn parts(headers: &[(&str, &str)]) -> Parts {
-        let mut b = http::Request::builder()
-            .method("POST")
-            .uri("/api/v2/oauth");
+        let mut b = http::Request::builder().method("POST").uri("/api/v2/oauth");
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -326,7 +324,8 @@ mod tests {
     fn shared() -> Shared {
         let mut cfg = EmulatorConfig::default();
         let b2b = STANDARD.encode("b2b-id:b2b-secret");
-        cfg.credentials.push(Credential::new(b2b, "GIGACHAT_API_B2B"));
+        cfg.credentials
+            .push(Credential::new(b2b, "GIGACHAT_API_B2B"));
         Shared::new(cfg)
     }
 
@@ -376,7 +375,11 @@ mod tests {
             "GIGACHAT_API_PERS"
         );
         assert_eq!(
-            check(&s, &parts(&[("Authorization", &auth)]), b"scope=GIGACHAT_API_PERS"),
+            check(
+                &s,
+                &parts(&[("Authorization", &auth)]),
+                b"scope=GIGACHAT_API_PERS"
+            ),
             Err(BAD_RQUID)
         );
         assert_eq!(check(&s, &ok, b""), Err(SCOPE_EMPTY));

@@ -21,6 +21,12 @@ use crate::util::Body;
 /// period forces a flush so the pieces really travel separately.
 const SPLIT_GAP: Duration = Duration::from_millis(2);
 
+/// Pause before the reset fault fires, for the same reason: without it hyper
+/// may still hold the headers and the last events in its write buffer when
+/// the connection is torn down, and the client would see no response at all
+/// instead of a stream cut mid-way.
+const ABORT_GAP: Duration = Duration::from_millis(20);
+
 struct Step {
     delay: Duration,
     bytes: Bytes,
@@ -54,7 +60,9 @@ fn plan_steps(
     reset_after: Option<u64>,
 ) -> (VecDeque<Step>, bool) {
     let total = events.len();
-    let keep = reset_after.map_or(total, |n| usize::try_from(n).unwrap_or(usize::MAX).min(total));
+    let keep = reset_after.map_or(total, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX).min(total)
+    });
     let abort = keep < total;
     let mut steps = VecDeque::new();
     for (i, event) in events.into_iter().take(keep).enumerate() {
@@ -106,6 +114,7 @@ pub(crate) fn stream_body(shared: Arc<Shared>, events: Vec<Bytes>, guard: Inflig
         }
         if st.abort && !st.aborted {
             st.aborted = true;
+            tokio::time::sleep(ABORT_GAP).await;
             let err = io::Error::new(
                 io::ErrorKind::ConnectionReset,
                 "emulator fault: reset_stream_after_chunks",

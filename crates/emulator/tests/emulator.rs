@@ -179,7 +179,13 @@ async fn oauth_error_codes() {
             "credentials doesn't match db data",
         ),
         (basic.clone(), "", 400, 5, "scope is empty"),
-        (basic.clone(), "scope=NOPE", 400, 1, "scope data format invalid"),
+        (
+            basic.clone(),
+            "scope=NOPE",
+            400,
+            1,
+            "scope data format invalid",
+        ),
         (
             basic.clone(),
             "scope=GIGACHAT_API_B2B",
@@ -218,7 +224,12 @@ async fn api_auth_unknown_and_expired() {
         resp.json::<Value>().await.unwrap(),
         json!({"status":401,"message":"Unauthorized"})
     );
-    let resp = client().get(&url).bearer_auth("bogus").send().await.unwrap();
+    let resp = client()
+        .get(&url)
+        .bearer_auth("bogus")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.json::<Value>().await.unwrap()["message"],
@@ -450,8 +461,9 @@ async fn v1_sse_framing_and_timing() {
     let first: Value =
         serde_json::from_str(all.lines().next().unwrap().strip_prefix("data: ").unwrap()).unwrap();
     let created = first["created"].as_u64().unwrap();
-    let head = format!(r#"{{"choices":[{{"delta":{{"#);
-    let tail = format!(r#"],"created":{created},"model":"GigaChat:emulator","object":"chat.completion""#);
+    let head = r#"{"choices":[{"delta":{"#;
+    let tail =
+        format!(r#"],"created":{created},"model":"GigaChat:emulator","object":"chat.completion""#);
     let expected = format!(
         "data: {head}\"content\":\"Echo: \",\"role\":\"assistant\"}},\"index\":0}}{tail}}}\n\n\
          data: {head}\"content\":\"hello \"}},\"index\":0}}{tail}}}\n\n\
@@ -464,7 +476,10 @@ async fn v1_sse_framing_and_timing() {
     assert!(chunks.len() >= 5, "{} chunks", chunks.len());
     let first_at = chunks[0].0;
     let last_at = chunks.last().unwrap().0;
-    assert!(first_at < Duration::from_millis(100), "first at {first_at:?}");
+    assert!(
+        first_at < Duration::from_millis(100),
+        "first at {first_at:?}"
+    );
     assert!(
         last_at - first_at >= Duration::from_millis(500),
         "last at {last_at:?}"
@@ -751,7 +766,10 @@ async fn files_roundtrip() {
     // A purpose part is honoured; a form without a file part is a 400.
     let form = reqwest::multipart::Form::new()
         .text("purpose", "assistant")
-        .part("file", reqwest::multipart::Part::text("hi").file_name("a.txt"));
+        .part(
+            "file",
+            reqwest::multipart::Part::text("hi").file_name("a.txt"),
+        );
     let file: Value = c
         .post(format!("{base}/files"))
         .bearer_auth(&tok)
@@ -918,16 +936,15 @@ async fn fault_error_in_200() {
         "data: {\"status\":429,\"message\":\"Too many requests\"}\n\n"
     );
     let resp = post_chat(&emu, &tok, &chat_body("x", false)).await;
-    assert!(
-        resp.json::<Value>().await.unwrap()["choices"].is_array()
-    );
+    assert!(resp.json::<Value>().await.unwrap()["choices"].is_array());
 }
 
 #[tokio::test]
 async fn fault_first_byte_delay() {
     let emu = start(EmulatorConfig::default()).await;
     let tok = token(&emu).await;
-    emu.faults().set_first_byte_delay(Duration::from_millis(300));
+    emu.faults()
+        .set_first_byte_delay(Duration::from_millis(300));
     let t0 = Instant::now();
     let resp = post_chat(&emu, &tok, &chat_body("x", true)).await;
     assert!(t0.elapsed() >= Duration::from_millis(300));
@@ -1062,7 +1079,12 @@ async fn recorded_requests_and_clear() {
     assert_eq!(rec[0].header("rquid"), Some(RQUID));
     assert_eq!(rec[1].path, "/api/v1/models?x=1");
     assert_eq!(rec[1].header("cookie"), Some("secret=1"));
-    assert!(rec[1].headers.iter().any(|(k, v)| k == "x-client-id" && v == "abc"));
+    assert!(
+        rec[1]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "x-client-id" && v == "abc")
+    );
     assert!(rec[1].headers.iter().all(|(k, _)| *k == k.to_lowercase()));
     emu.clear_recorded();
     assert!(emu.recorded_requests().is_empty());
@@ -1119,7 +1141,14 @@ async fn control_http_surface() {
     .await;
     assert_eq!(resp.status(), 500);
 
-    let stats: Value = c.get(ctl("stats")).send().await.unwrap().json().await.unwrap();
+    let stats: Value = c
+        .get(ctl("stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(stats["api_calls"], 3);
     assert_eq!(stats["oauth_calls"], 2);
     assert_eq!(stats["oauth_failures"], 1);
@@ -1144,11 +1173,13 @@ async fn control_http_surface() {
     assert_eq!(reqs.len(), 5);
     assert_eq!(reqs[1]["method"], "POST");
     assert_eq!(reqs[1]["path"], "/api/v1/chat/completions");
-    assert!(reqs[1]["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|h| h[0] == "authorization"));
+    assert!(
+        reqs[1]["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h[0] == "authorization")
+    );
     assert!(reqs[1]["body_len"].as_u64().unwrap() > 0);
 
     // The control surface is not recorded or counted itself.
@@ -1219,7 +1250,9 @@ async fn h2c_prior_knowledge() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
-    assert!(text.starts_with("data: {\"choices\":[{\"delta\":{\"content\":\"Echo: \",\"role\":\"assistant\"}"));
+    assert!(text.starts_with(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"Echo: \",\"role\":\"assistant\"}"
+    ));
     assert!(text.ends_with("data: [DONE]\n\n"));
     // v2 over h2 must not carry the HTTP/1-only Keep-Alive header.
     let resp = h2

@@ -17,7 +17,9 @@ pub fn detected() -> bool {
 
 pub fn streaming_enabled() -> bool {
     !matches!(
-        std::env::var("GIGACHAT_PROXY_LAMBDA_STREAMING").as_deref().map(str::trim),
+        std::env::var("GIGACHAT_PROXY_LAMBDA_STREAMING")
+            .as_deref()
+            .map(str::trim),
         Ok("false" | "0" | "no" | "off")
     )
 }
@@ -36,7 +38,10 @@ pub async fn run(proxy: Proxy) -> Result<(), BoxError> {
 
 /// One event. API Gateway prefixes the path with a non-default stage name;
 /// the routes are matched on the path without it.
-pub async fn handle(proxy: &Proxy, mut request: Request) -> Result<Response<ProxyBody>, lambda_http::Error> {
+pub async fn handle(
+    proxy: &Proxy,
+    mut request: Request,
+) -> Result<Response<ProxyBody>, lambda_http::Error> {
     let raw_path = request.raw_http_path();
     if !raw_path.is_empty() && raw_path != request.uri().path() {
         let path_and_query = match request.uri().query() {

@@ -14,9 +14,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 async fn emulator() -> Emulator {
-    Emulator::start(EmulatorConfig::default(), SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .unwrap()
+    Emulator::start(
+        EmulatorConfig::default(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap()
 }
 
 fn proxy_for(emulator: &Emulator, platform: Platform) -> Proxy {
@@ -50,7 +53,10 @@ fn streamed_text(payloads: &[String]) -> String {
         .filter(|p| p.as_str() != "[DONE]")
         .map(|p| {
             let v: Value = serde_json::from_str(p).unwrap();
-            v["choices"][0]["delta"]["content"].as_str().unwrap_or_default().to_owned()
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
         })
         .collect()
 }
@@ -79,7 +85,9 @@ async fn vercel_client(proxy: Proxy) -> hyper::client::conn::http1::SendRequest<
             .await
             .unwrap();
     });
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client_io)).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+        .await
+        .unwrap();
     tokio::spawn(connection);
     sender
 }
@@ -96,20 +104,31 @@ fn vercel_request(body: String) -> hyper::Request<Full<Bytes>> {
 async fn vercel_entry_answers_a_chat() {
     let emulator = emulator().await;
     let mut client = vercel_client(proxy_for(&emulator, Platform::Vercel)).await;
-    let response = client.send_request(vercel_request(chat_body(false))).await.unwrap();
+    let response = client
+        .send_request(vercel_request(chat_body(false)))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(body["choices"][0]["message"]["content"], "Echo: hello adapters");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Echo: hello adapters"
+    );
 }
 
 #[tokio::test]
 async fn vercel_entry_streams_events_as_they_arrive() {
     let emulator = emulator().await;
-    emulator.faults().set_chunk_delay(Duration::from_millis(150));
+    emulator
+        .faults()
+        .set_chunk_delay(Duration::from_millis(150));
     let mut client = vercel_client(proxy_for(&emulator, Platform::Vercel)).await;
     let started = Instant::now();
-    let response = client.send_request(vercel_request(chat_body(true))).await.unwrap();
+    let response = client
+        .send_request(vercel_request(chat_body(true)))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-accel-buffering"], "no");
@@ -128,7 +147,10 @@ async fn vercel_entry_streams_events_as_they_arrive() {
     let first = arrivals[0];
     let last = *arrivals.last().unwrap();
     assert!(arrivals.len() >= 4, "events were merged: {arrivals:?}");
-    assert!(last - first >= Duration::from_millis(300), "stream was buffered: {arrivals:?}");
+    assert!(
+        last - first >= Duration::from_millis(300),
+        "stream was buffered: {arrivals:?}"
+    );
 }
 
 // ---------- Lambda: lambda_http events (API Gateway v2, Function URL) ----------
@@ -153,12 +175,21 @@ async fn lambda_entry_answers_a_chat_from_function_url_and_http_api_events() {
     let emulator = emulator().await;
     let proxy = proxy_for(&emulator, Platform::Lambda);
     for fixture in [FUNCTION_URL, APIGW_V2] {
-        let request = lambda_event(fixture, "/api/gigachat-api/chat/completions", &chat_body(false));
-        let response = gigachat_proxy_platform::lambda::handle(&proxy, request).await.unwrap();
+        let request = lambda_event(
+            fixture,
+            "/api/gigachat-api/chat/completions",
+            &chat_body(false),
+        );
+        let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let body: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(body["choices"][0]["message"]["content"], "Echo: hello adapters");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            "Echo: hello adapters"
+        );
     }
 }
 
@@ -166,14 +197,18 @@ async fn lambda_entry_answers_a_chat_from_function_url_and_http_api_events() {
 async fn lambda_entry_strips_a_non_default_stage_from_the_path() {
     let emulator = emulator().await;
     let proxy = proxy_for(&emulator, Platform::Lambda);
-    let mut event: Value =
-        serde_json::from_str(include_str!("fixtures/apigw_v2_proxy_request_with_stage_in_path.json")).unwrap();
+    let mut event: Value = serde_json::from_str(include_str!(
+        "fixtures/apigw_v2_proxy_request_with_stage_in_path.json"
+    ))
+    .unwrap();
     event["rawPath"] = json!("/Prod/api/gigachat-health");
     event["requestContext"]["http"]["method"] = json!("GET");
     event["requestContext"]["http"]["path"] = json!("/Prod/api/gigachat-health");
     event["body"] = Value::Null;
     let request = lambda_http::request::from_str(&event.to_string()).unwrap();
-    let response = gigachat_proxy_platform::lambda::handle(&proxy, request).await.unwrap();
+    let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&body).unwrap();
@@ -183,11 +218,19 @@ async fn lambda_entry_strips_a_non_default_stage_from_the_path() {
 #[tokio::test]
 async fn lambda_entry_streams_events_as_they_arrive() {
     let emulator = emulator().await;
-    emulator.faults().set_chunk_delay(Duration::from_millis(150));
+    emulator
+        .faults()
+        .set_chunk_delay(Duration::from_millis(150));
     let proxy = proxy_for(&emulator, Platform::Lambda);
-    let request = lambda_event(FUNCTION_URL, "/api/gigachat-api/chat/completions", &chat_body(true));
+    let request = lambda_event(
+        FUNCTION_URL,
+        "/api/gigachat-api/chat/completions",
+        &chat_body(true),
+    );
     let started = Instant::now();
-    let response = gigachat_proxy_platform::lambda::handle(&proxy, request).await.unwrap();
+    let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     // What `run_with_streaming_response` does with the body: poll frames and
@@ -204,7 +247,10 @@ async fn lambda_entry_streams_events_as_they_arrive() {
     let payloads = sse_data(&text);
     assert_eq!(streamed_text(&payloads), "Echo: hello adapters");
     assert!(arrivals.len() >= 4, "events were merged: {arrivals:?}");
-    assert!(*arrivals.last().unwrap() - arrivals[0] >= Duration::from_millis(300), "{arrivals:?}");
+    assert!(
+        *arrivals.last().unwrap() - arrivals[0] >= Duration::from_millis(300),
+        "{arrivals:?}"
+    );
 }
 
 #[tokio::test]
@@ -212,8 +258,14 @@ async fn lambda_buffered_mode_turns_the_response_into_an_api_gateway_answer() {
     use lambda_http::IntoResponse as _;
     let emulator = emulator().await;
     let proxy = proxy_for(&emulator, Platform::Lambda);
-    let request = lambda_event(APIGW_V2, "/api/gigachat-api/chat/completions", &chat_body(true));
-    let response = gigachat_proxy_platform::lambda::handle(&proxy, request).await.unwrap();
+    let request = lambda_event(
+        APIGW_V2,
+        "/api/gigachat-api/chat/completions",
+        &chat_body(true),
+    );
+    let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
+        .await
+        .unwrap();
     // `lambda_http::run` collects the body like this for a buffered invoke.
     let collected = response.into_response().await;
     let text = match collected.body() {
@@ -229,10 +281,18 @@ async fn missing_credentials_on_a_platform_are_a_config_error_not_the_emulator()
     let err = config.unwrap_err();
     let proxy = Proxy::misconfigured(err);
     let mut client = vercel_client(proxy).await;
-    let response = client.send_request(vercel_request(chat_body(false))).await.unwrap();
+    let response = client
+        .send_request(vercel_request(chat_body(false)))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 500);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["code"], "config_invalid");
-    assert!(body["message"].as_str().unwrap().contains("GIGACHAT_CREDENTIALS"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("GIGACHAT_CREDENTIALS")
+    );
 }

@@ -59,10 +59,9 @@ impl Options {
         }
         let port = match port {
             None => 3000,
-            Some(port) => port
-                .trim()
-                .parse::<u16>()
-                .map_err(|_| "the port (--port or PORT) must be a number from 0 to 65535".to_owned())?,
+            Some(port) => port.trim().parse::<u16>().map_err(|_| {
+                "the port (--port or PORT) must be a number from 0 to 65535".to_owned()
+            })?,
         };
         Ok(Parsed::Run(Options {
             host: host.unwrap_or_else(|| "127.0.0.1".into()),
@@ -77,30 +76,54 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Parsed, String> {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Options::parse(args.iter().map(|s| s.to_string()), |name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })
     }
 
     fn run(host: &str, port: u16) -> Result<Parsed, String> {
-        Ok(Parsed::Run(Options { host: host.into(), port }))
+        Ok(Parsed::Run(Options {
+            host: host.into(),
+            port,
+        }))
     }
 
     #[test]
     fn defaults_env_and_flags() {
         assert_eq!(parse(&[], &[]), run("127.0.0.1", 3000));
-        assert_eq!(parse(&[], &[("HOST", "0.0.0.0"), ("PORT", "8080")]), run("0.0.0.0", 8080));
-        assert_eq!(parse(&["--port", "4000"], &[("PORT", "8080")]), run("127.0.0.1", 4000));
+        assert_eq!(
+            parse(&[], &[("HOST", "0.0.0.0"), ("PORT", "8080")]),
+            run("0.0.0.0", 8080)
+        );
+        assert_eq!(
+            parse(&["--port", "4000"], &[("PORT", "8080")]),
+            run("127.0.0.1", 4000)
+        );
         assert_eq!(parse(&["--host=::1", "--port=0"], &[]), run("::1", 0));
         assert_eq!(parse(&["--help"], &[]), Ok(Parsed::Help));
     }
 
     #[test]
     fn bad_input_is_explained() {
-        assert!(parse(&["--port"], &[]).unwrap_err().contains("--port needs a value"));
-        assert!(parse(&["--port", "http"], &[]).unwrap_err().contains("0 to 65535"));
+        assert!(
+            parse(&["--port"], &[])
+                .unwrap_err()
+                .contains("--port needs a value")
+        );
+        assert!(
+            parse(&["--port", "http"], &[])
+                .unwrap_err()
+                .contains("0 to 65535")
+        );
         assert!(parse(&[], &[("PORT", "70000")]).is_err());
-        assert!(parse(&["--verbose"], &[]).unwrap_err().contains("--verbose"));
+        assert!(
+            parse(&["--verbose"], &[])
+                .unwrap_err()
+                .contains("--verbose")
+        );
     }
 }

@@ -67,8 +67,14 @@ fn gigachat_proxy_platform_free_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("GIGACHAT_PROXY_LOG_FORMAT").is_ok_and(|v| v.trim() == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let result = if json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     drop(result);
 }
 
@@ -79,14 +85,25 @@ fn print_banner(server: &Server, config: Option<&Config>, emulated: bool) {
             "the BUILT-IN GIGACHAT EMULATOR at {} (no GIGACHAT_CREDENTIALS set; replies are echoes)",
             config.base_url
         ),
-        Some(config) => format!("GigaChat at {} (scope {})", config.base_url, config.scope.as_str()),
-        None => "nothing: the configuration is invalid, every request answers 500 (see the error above)".into(),
+        Some(config) => format!(
+            "GigaChat at {} (scope {})",
+            config.base_url,
+            config.scope.as_str()
+        ),
+        None => {
+            "nothing: the configuration is invalid, every request answers 500 (see the error above)"
+                .into()
+        }
     };
     // stdout, flushed: tests and scripts read the address from this line.
     println!("gigachat-proxy listening on {url}");
     println!("  upstream: {upstream}");
-    println!("  try:      curl -N {url}/api/gigachat-api/chat/completions -H 'Content-Type: application/json' \\");
-    println!("              -d '{{\"model\":\"GigaChat\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Привет\"}}]}}'");
+    println!(
+        "  try:      curl -N {url}/api/gigachat-api/chat/completions -H 'Content-Type: application/json' \\"
+    );
+    println!(
+        "              -d '{{\"model\":\"GigaChat\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Привет\"}}]}}'"
+    );
     println!("  health:   {url}/api/gigachat-health");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

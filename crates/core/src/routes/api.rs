@@ -57,14 +57,22 @@ where
                 });
             }
             Ok(Err(err)) => {
-                return Err(crate::upstream::transport_error(&err, "api", &host, timeout.as_secs()));
+                return Err(crate::upstream::transport_error(
+                    &err,
+                    "api",
+                    &host,
+                    timeout.as_secs(),
+                ));
             }
             Ok(Ok(response)) => response,
         };
         if response.status() == http::StatusCode::UNAUTHORIZED && !retried_after_401 {
             // The token expired or was revoked early: fetch a new one and
             // try once more; nothing has reached the client yet.
-            tracing::info!(generation = token.generation, "GigaChat answered 401; refreshing the token and retrying once");
+            tracing::info!(
+                generation = token.generation,
+                "GigaChat answered 401; refreshing the token and retrying once"
+            );
             ready.tokens.invalidate(token.generation);
             retried_after_401 = true;
             continue;
@@ -81,7 +89,10 @@ fn check_session(ready: &Ready, headers: &HeaderMap) -> Result<(), Error> {
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
     else {
         return Ok(());
     };
@@ -105,7 +116,9 @@ where
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(Error::BodyTooLarge { limit }),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Error::BodyTooLarge { limit })
+        }
         Err(_) => Err(Error::BodyUnreadable),
     }
 }

@@ -10,9 +10,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 
+use crate::Proxy;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
-use crate::Proxy;
 
 pub const API_PREFIX: &str = "/api/gigachat-api/";
 pub const OAUTH_PATH: &str = "/api/gigachat-oauth";
@@ -71,7 +71,9 @@ fn request_id<B>(request: &Request<B>) -> HeaderValue {
             let bytes = v.as_bytes();
             !bytes.is_empty()
                 && bytes.len() <= 128
-                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
         })
         .cloned()
         .unwrap_or_else(|| {

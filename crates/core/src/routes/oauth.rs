@@ -9,9 +9,9 @@
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::Proxy;
 use crate::body::{ProxyBody, json_response};
 use crate::error::Error;
-use crate::Proxy;
 
 pub(crate) fn handle<B>(proxy: &Proxy, request: &Request<B>) -> Result<Response<ProxyBody>, Error> {
     if *request.method() != Method::POST {

@@ -55,7 +55,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.finished {
             return Poll::Ready(None);
         }
@@ -64,13 +67,23 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Err(err))) => {
                 self.finished = true;
                 let (message, code) = if err.is_timeout() {
-                    ("GigaChat stopped sending in the middle of the answer (idle timeout)", "upstream_timeout")
+                    (
+                        "GigaChat stopped sending in the middle of the answer (idle timeout)",
+                        "upstream_timeout",
+                    )
                 } else {
-                    ("the connection to GigaChat broke in the middle of the answer", "upstream_stream_broken")
+                    (
+                        "the connection to GigaChat broke in the middle of the answer",
+                        "upstream_stream_broken",
+                    )
                 };
                 tracing::warn!(request_id = %self.request_id, code, "upstream stream ended with an error");
                 if self.sse {
-                    Poll::Ready(Some(Ok(Frame::data(sse_error_event(message, code, &self.request_id)))))
+                    Poll::Ready(Some(Ok(Frame::data(sse_error_event(
+                        message,
+                        code,
+                        &self.request_id,
+                    )))))
                 } else {
                     // Without a framing of its own, a non-SSE body can only
                     // signal the failure by breaking off.

@@ -3,16 +3,24 @@
 
 pub mod body;
 pub mod client;
-pub mod token;
 pub mod tls;
+pub mod token;
 
 use crate::error::{Error, TransportCause};
 
 /// Classifies a reqwest failure without exposing its text (which can carry
 /// URLs with client-supplied query strings) to the client.
-pub(crate) fn transport_error(err: &reqwest::Error, stage: &'static str, host: &str, timeout_secs: u64) -> Error {
+pub(crate) fn transport_error(
+    err: &reqwest::Error,
+    stage: &'static str,
+    host: &str,
+    timeout_secs: u64,
+) -> Error {
     if err.is_timeout() {
-        return Error::UpstreamTimeout { stage, seconds: timeout_secs };
+        return Error::UpstreamTimeout {
+            stage,
+            seconds: timeout_secs,
+        };
     }
     let cause = if mentions_certificate(err) {
         TransportCause::Tls
@@ -32,7 +40,10 @@ fn mentions_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(err) = current {
         let text = err.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("unknownissuer") || text.contains("tls handshake") {
+        if text.contains("certificate")
+            || text.contains("unknownissuer")
+            || text.contains("tls handshake")
+        {
             return true;
         }
         current = err.source();

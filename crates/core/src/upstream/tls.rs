@@ -8,12 +8,12 @@
 
 /// "Russian Trusted Root CA" (Ministry of Digital Development, RU), valid
 /// 2022-03-01 .. 2032-02-27.
-pub const RUSSIAN_TRUSTED_ROOT_CA_PEM: &[u8] = include_bytes!("../../certs/russian_trusted_root_ca.pem");
+pub const RUSSIAN_TRUSTED_ROOT_CA_PEM: &[u8] =
+    include_bytes!("../../certs/russian_trusted_root_ca.pem");
 
 /// Its published SHA-256 fingerprint, checked by a test so a corrupted or
 /// swapped file cannot ship.
-pub const RUSSIAN_TRUSTED_ROOT_CA_SHA256: &str =
-    "D2:6D:2D:02:31:B7:C3:9F:92:CC:73:85:12:BA:54:10:35:19:E4:40:5D:68:B5:BD:70:3E:97:88:CA:8E:CF:31";
+pub const RUSSIAN_TRUSTED_ROOT_CA_SHA256: &str = "D2:6D:2D:02:31:B7:C3:9F:92:CC:73:85:12:BA:54:10:35:19:E4:40:5D:68:B5:BD:70:3E:97:88:CA:8E:CF:31";
 
 pub fn russian_trusted_root() -> Result<reqwest::Certificate, reqwest::Error> {
     reqwest::Certificate::from_pem(RUSSIAN_TRUSTED_ROOT_CA_PEM)
@@ -33,7 +33,9 @@ mod tests {
             .lines()
             .filter(|line| !line.starts_with("-----"))
             .collect();
-        let der = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         let fingerprint = Sha256::digest(&der)
             .iter()
             .map(|b| format!("{b:02X}"))

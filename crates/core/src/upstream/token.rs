@@ -101,7 +101,10 @@ impl TokenManager {
 
     /// A token that is good for at least the expiry buffer.
     pub async fn token(&self) -> Result<Arc<UpstreamToken>, Error> {
-        if let Some(token) = self.cached(SystemTime::now()).filter(|t| t.is_fresh(SystemTime::now())) {
+        if let Some(token) = self
+            .cached(SystemTime::now())
+            .filter(|t| t.is_fresh(SystemTime::now()))
+        {
             return Ok(token);
         }
         let attempts_seen = self.attempts.load(Ordering::Acquire);
@@ -123,7 +126,8 @@ impl TokenManager {
         match self.fetch().await {
             Ok(token) => {
                 let token = Arc::new(token);
-                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&token));
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Arc::clone(&token));
                 state.last_error = None;
                 Ok(token)
             }
@@ -156,7 +160,10 @@ impl TokenManager {
     }
 
     fn cached(&self, _now: SystemTime) -> Option<Arc<UpstreamToken>> {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     async fn fetch(&self) -> Result<UpstreamToken, Error> {
@@ -182,13 +189,20 @@ impl TokenManager {
             .map_err(|err| super::transport_error(&err, "oauth", &self.auth_host, timeout_secs))?;
         if !status.is_success() {
             let err = self.oauth_error(status.as_u16(), &body);
-            tracing::warn!(status = status.as_u16(), code = err.code(), "GigaChat OAuth refused a token");
+            tracing::warn!(
+                status = status.as_u16(),
+                code = err.code(),
+                "GigaChat OAuth refused a token"
+            );
             return Err(err);
         }
-        let answer: OAuthAnswer = serde_json::from_slice(&body)
-            .map_err(|_| Error::UpstreamAuthMalformed("the answer has no access_token/expires_at"))?;
-        let mut bearer = HeaderValue::try_from(format!("Bearer {}", answer.access_token))
-            .map_err(|_| Error::UpstreamAuthMalformed("the access token is not a valid header value"))?;
+        let answer: OAuthAnswer = serde_json::from_slice(&body).map_err(|_| {
+            Error::UpstreamAuthMalformed("the answer has no access_token/expires_at")
+        })?;
+        let mut bearer =
+            HeaderValue::try_from(format!("Bearer {}", answer.access_token)).map_err(|_| {
+                Error::UpstreamAuthMalformed("the access token is not a valid header value")
+            })?;
         bearer.set_sensitive(true);
 
         let now = SystemTime::now();
@@ -241,7 +255,8 @@ fn expires_at_duration(value: u64) -> Duration {
 /// refresh in the same second. Tokens too short-lived for the buffer (test
 /// setups) are refreshed at half their life instead of on every request.
 fn refresh_after(lifetime: Duration, buffer: Duration) -> Duration {
-    let jitter_ms = (uuid::Uuid::new_v4().as_u128() % 1000) as u64 * buffer.as_millis() as u64 / 10_000;
+    let jitter_ms =
+        (uuid::Uuid::new_v4().as_u128() % 1000) as u64 * buffer.as_millis() as u64 / 10_000;
     let early = buffer + Duration::from_millis(jitter_ms);
     if lifetime > early * 2 {
         lifetime - early
@@ -265,7 +280,11 @@ fn describe_oauth_error(status: u16, code: Option<i64>, message: Option<&str>) -
     match (code, known.is_empty(), message) {
         (Some(code), false, _) => format!("HTTP {status}, code {code}: {known}"),
         (Some(code), true, _) => format!("HTTP {status}, code {code}"),
-        (None, _, Some(m)) if m.len() <= 80 && m.chars().all(|c| c.is_ascii_alphanumeric() || " .,'-_".contains(c)) => {
+        (None, _, Some(m))
+            if m.len() <= 80
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || " .,'-_".contains(c)) =>
+        {
             format!("HTTP {status}: {m}")
         }
         _ => format!("HTTP {status}"),
@@ -279,8 +298,14 @@ mod tests {
 
     #[test]
     fn expires_at_accepts_milliseconds_and_seconds() {
-        assert_eq!(expires_at_duration(1_739_784_663_483), Duration::from_millis(1_739_784_663_483));
-        assert_eq!(expires_at_duration(1_679_471_442), Duration::from_secs(1_679_471_442));
+        assert_eq!(
+            expires_at_duration(1_739_784_663_483),
+            Duration::from_millis(1_739_784_663_483)
+        );
+        assert_eq!(
+            expires_at_duration(1_679_471_442),
+            Duration::from_secs(1_679_471_442)
+        );
     }
 
     #[test]
@@ -290,9 +315,15 @@ mod tests {
         for _ in 0..100 {
             let after = refresh_after(thirty_min, buffer);
             assert!(after <= thirty_min - buffer, "{after:?}");
-            assert!(after >= thirty_min - buffer - Duration::from_secs(6), "{after:?}");
+            assert!(
+                after >= thirty_min - buffer - Duration::from_secs(6),
+                "{after:?}"
+            );
         }
-        assert_eq!(refresh_after(Duration::from_secs(4), buffer), Duration::from_secs(2));
+        assert_eq!(
+            refresh_after(Duration::from_secs(4), buffer),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]
@@ -301,8 +332,17 @@ mod tests {
             describe_oauth_error(401, Some(6), Some("credentials doesn't match db data")),
             "HTTP 401, code 6: credentials doesn't match db data"
         );
-        assert_eq!(describe_oauth_error(400, Some(99), Some("Basic c2VjcmV0")), "HTTP 400, code 99");
-        assert_eq!(describe_oauth_error(400, None, Some("key=Y2xpZW50OnNlY3JldA==")), "HTTP 400");
-        assert_eq!(describe_oauth_error(400, None, Some("Bad request")), "HTTP 400: Bad request");
+        assert_eq!(
+            describe_oauth_error(400, Some(99), Some("Basic c2VjcmV0")),
+            "HTTP 400, code 99"
+        );
+        assert_eq!(
+            describe_oauth_error(400, None, Some("key=Y2xpZW50OnNlY3JldA==")),
+            "HTTP 400"
+        );
+        assert_eq!(
+            describe_oauth_error(400, None, Some("Bad request")),
+            "HTTP 400: Bad request"
+        );
     }
 }
