@@ -98,6 +98,16 @@ async fn wait_for(emu: &Emulator, what: impl Fn(&gigachat_emulator::Stats) -> bo
     }
 }
 
+/// The proxy keeps the handle in shared state across tasks.
+#[test]
+fn handle_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Emulator>();
+    assert_send_sync::<gigachat_emulator::Faults>();
+    assert_send_sync::<gigachat_emulator::Stats>();
+    assert_send_sync::<gigachat_emulator::RecordedRequest>();
+}
+
 // ---------------------------------------------------------------- OAuth ---
 
 #[tokio::test]

@@ -1,0 +1,100 @@
+//! The official GigaChat Python SDK (PyPI `gigachat`) as a real client of
+//! the proxy: `tests/python/test_sdk.py`, run by pytest against the real
+//! proxy binary in front of the emulator.
+//!
+//! The SDK lives in the repo's `.venv`, made by `.ci/setup`; when it is
+//! missing this test runs `.ci/setup` itself, so `cargo test --workspace`
+//! stays the one command that runs every test on a fresh machine.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn has_sdk(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import gigachat, pytest"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// `$GIGACHAT_PROXY_PYTHON`, else the repo's `.venv`, made if needed.
+fn python_with_sdk() -> PathBuf {
+    if let Some(python) = std::env::var_os("GIGACHAT_PROXY_PYTHON") {
+        let python = PathBuf::from(python);
+        assert!(
+            has_sdk(&python),
+            "GIGACHAT_PROXY_PYTHON={} has no `gigachat`/`pytest`: run `bash .ci/setup`",
+            python.display()
+        );
+        return python;
+    }
+    let python = repo_root().join(".venv/bin/python");
+    if !has_sdk(&python) {
+        eprintln!("python_sdk: .venv has no GigaChat SDK yet; running .ci/setup (needs PyPI)");
+        let status = Command::new("bash")
+            .arg(repo_root().join(".ci/setup"))
+            .current_dir(repo_root())
+            .status()
+            .expect("bash runs .ci/setup");
+        assert!(status.success(), ".ci/setup failed; see its output above");
+    }
+    assert!(
+        has_sdk(&python),
+        "{} still lacks the SDK after .ci/setup",
+        python.display()
+    );
+    python
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_works_through_the_proxy() {
+    let python = tokio::task::spawn_blocking(python_with_sdk).await.unwrap();
+    let s = setup().await;
+    let proxy_url = s.proxy.url.clone();
+    let emulator_url = format!("http://{}", s.emulator.addr());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([
+                "-m",
+                "pytest",
+                "tests/python",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-rA",
+            ])
+            .current_dir(repo_root())
+            .env("GIGACHAT_PROXY_URL", proxy_url)
+            .env("GIGACHAT_EMULATOR_URL", emulator_url)
+            .output()
+            .expect("pytest starts")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "the SDK tests failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains(" passed"), "pytest ran no test:\n{stdout}");
+    assert!(
+        !stdout.contains(" skipped"),
+        "no SDK test may be skipped:\n{stdout}"
+    );
+    assert_no_secret(
+        &s.proxy.logs(),
+        &[s.credentials.clone()],
+        "the proxy's logs",
+    );
+}
