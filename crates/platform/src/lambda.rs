@@ -5,6 +5,7 @@
 //! buffered invoke answers with an empty body.
 
 use gigachat_proxy_core::{BoxError, Proxy, ProxyBody};
+use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt, Response, service_fn};
 
 /// The variables the Lambda runtime sets; `lambda_http` panics without them,
@@ -36,21 +37,36 @@ pub async fn run(proxy: Proxy) -> Result<(), BoxError> {
     }
 }
 
-/// One event. API Gateway prefixes the path with a non-default stage name;
-/// the routes are matched on the path without it.
+/// One event. API Gateway puts a non-default stage name in front of the
+/// path (`/Prod/api/gigachat-api/…`); the routes are matched without it.
 pub async fn handle(
     proxy: &Proxy,
     mut request: Request,
 ) -> Result<Response<ProxyBody>, lambda_http::Error> {
-    let raw_path = request.raw_http_path();
-    if !raw_path.is_empty() && raw_path != request.uri().path() {
-        let path_and_query = match request.uri().query() {
-            Some(query) => format!("{raw_path}?{query}"),
-            None => raw_path.to_owned(),
-        };
-        if let Ok(uri) = path_and_query.parse() {
-            *request.uri_mut() = uri;
-        }
+    if let Some(uri) = without_stage(&request) {
+        *request.uri_mut() = uri;
     }
     Ok(proxy.handle(request).await)
+}
+
+fn without_stage(request: &Request) -> Option<http::Uri> {
+    let stage = match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.stage.as_deref(),
+        RequestContext::ApiGatewayV1(context) => context.stage.as_deref(),
+        _ => None,
+    }
+    .filter(|stage| *stage != "$default")?;
+    let rest = request
+        .uri()
+        .path()
+        .strip_prefix('/')?
+        .strip_prefix(stage)?;
+    if !rest.starts_with('/') {
+        return None;
+    }
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    path_and_query.parse().ok()
 }
