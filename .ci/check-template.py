@@ -33,7 +33,10 @@ from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
-import yaml
+try:
+    import yaml
+except ImportError:  # pragma: no cover - environment problem, not a template problem
+    sys.exit("check-template.py needs PyYAML: run .ci/setup and use .venv/bin/python (or pip install pyyaml)")
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -37,6 +37,7 @@ pub fn init_tracing(platform: Platform) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(false)
         .with_writer(std::io::stderr);
     let result = match platform {
         Platform::Local => builder.try_init(),

@@ -30,7 +30,7 @@ pub async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    gigachat_proxy_platform_free_tracing();
+    init_tracing();
 
     let credentials_set = std::env::var("GIGACHAT_CREDENTIALS").is_ok_and(|v| !v.trim().is_empty());
     let (proxy, emulator) = if credentials_set {
@@ -63,7 +63,7 @@ pub async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn gigachat_proxy_platform_free_tracing() {
+fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("GIGACHAT_PROXY_LOG_FORMAT").is_ok_and(|v| v.trim() == "json");

@@ -54,7 +54,7 @@ where
         route,
         method = %method,
         status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
         "request"
     );
     response.headers_mut().insert(REQUEST_ID, request_id);
