@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::body::{ProxyBody, json_response};
 use crate::config::ConfigError;
+use crate::limits::RateLimitInfo;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -65,6 +66,29 @@ pub enum Error {
     #[error("GigaChat did not answer within {seconds} s ({stage})")]
     UpstreamTimeout { stage: &'static str, seconds: u64 },
 
+    #[error("authentication required: {0}")]
+    Unauthenticated(&'static str),
+
+    #[error("access denied: {0}")]
+    Forbidden(&'static str),
+
+    #[error("this origin is not allowed to call the proxy")]
+    OriginNotAllowed,
+
+    #[error("rate limit exceeded: {} requests per {} s", .0.limit, .0.window_secs)]
+    RateLimited(RateLimitInfo),
+
+    #[error("too many concurrent streams for this user (limit {limit})")]
+    TooManyStreams { limit: u64 },
+
+    #[error(
+        "GigaChat's concurrency limit for this key is in use; waited {waited_ms} ms for a free slot"
+    )]
+    UpstreamBusy { waited_ms: u64 },
+
+    #[error("the rate limiter's store is unreachable and the proxy is set to fail closed")]
+    LimiterUnavailable,
+
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -102,6 +126,12 @@ impl Error {
             | Error::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamAuthRateLimited => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) | Error::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Error::RateLimited(_) | Error::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::UpstreamBusy { .. } | Error::LimiterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -123,6 +153,13 @@ impl Error {
             Error::UpstreamUnreachable { .. } => "upstream_unreachable",
             Error::UpstreamTimeout { .. } => "upstream_timeout",
             Error::Internal(_) => "internal",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::OriginNotAllowed => "origin_not_allowed",
+            Error::RateLimited(_) => "rate_limited",
+            Error::TooManyStreams { .. } => "too_many_streams",
+            Error::UpstreamBusy { .. } => "upstream_busy",
+            Error::LimiterUnavailable => "limiter_unavailable",
         }
     }
 
@@ -150,6 +187,13 @@ impl Error {
             Error::UpstreamUnreachable { .. } => "Check GIGACHAT_BASE_URL / GIGACHAT_AUTH_URL and the network path from this deployment to GigaChat, then retry.".into(),
             Error::UpstreamTimeout { .. } => "Retry later, or raise GIGACHAT_TIMEOUT (seconds).".into(),
             Error::Internal(_) => "Retry; if it persists, report it with the request id.".into(),
+            Error::Unauthenticated(_) => "Send `Authorization: Bearer <API key, JWT or /api/gigachat-oauth token>` or `X-API-Key: <key>`.".into(),
+            Error::Forbidden(_) => "This identity is valid but not allowed to use the proxy; ask the site's administrators for access.".into(),
+            Error::OriginNotAllowed => "Call the proxy from the site's own origin, or add this origin to GIGACHAT_PROXY_ALLOWED_ORIGINS.".into(),
+            Error::RateLimited(info) => format!("Wait {} s (Retry-After) before the next request.", info.retry_after_secs.max(1)),
+            Error::TooManyStreams { .. } => "Finish or cancel an open stream first, then retry.".into(),
+            Error::UpstreamBusy { .. } => "GigaChat allows only a few concurrent requests per key (1 on GIGACHAT_API_PERS); retry shortly.".into(),
+            Error::LimiterUnavailable => "Retry shortly; the operator should check REDIS_URL.".into(),
         }
     }
 
@@ -178,7 +222,17 @@ impl Error {
                     ),
                 );
             }
-            Error::UpstreamAuthRateLimited => {
+            Error::Unauthenticated(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="gigachat-proxy""#),
+                );
+            }
+            Error::RateLimited(info) => info.apply(response.headers_mut()),
+            Error::UpstreamAuthRateLimited
+            | Error::TooManyStreams { .. }
+            | Error::UpstreamBusy { .. }
+            | Error::LimiterUnavailable => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -254,6 +308,19 @@ mod tests {
                 seconds: 30,
             },
             Error::Internal("x"),
+            Error::Unauthenticated("no credentials"),
+            Error::Forbidden("missing scope"),
+            Error::OriginNotAllowed,
+            Error::RateLimited(RateLimitInfo {
+                limit: 5,
+                remaining: 0,
+                reset_secs: 12,
+                window_secs: 60,
+                retry_after_secs: 12,
+            }),
+            Error::TooManyStreams { limit: 2 },
+            Error::UpstreamBusy { waited_ms: 100 },
+            Error::LimiterUnavailable,
         ];
         for err in errors {
             let status = err.status();
@@ -269,6 +336,25 @@ mod tests {
             assert_eq!(body["code"], code);
             assert!(!body["hint"].as_str().unwrap().is_empty());
         }
+    }
+
+    #[test]
+    fn rate_limited_answers_carry_retry_after_and_ratelimit_headers() {
+        let info = RateLimitInfo {
+            limit: 5,
+            remaining: 0,
+            reset_secs: 12,
+            window_secs: 60,
+            retry_after_secs: 12,
+        };
+        let response = Error::RateLimited(info).into_response("r");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = response.headers();
+        assert_eq!(headers["retry-after"], "12");
+        assert_eq!(headers["ratelimit-limit"], "5");
+        assert_eq!(headers["ratelimit-remaining"], "0");
+        assert_eq!(headers["ratelimit-reset"], "12");
+        assert_eq!(headers["ratelimit-policy"], "5;w=60");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod limits;
 pub mod path;
 pub mod routes;
 pub mod secret;
