@@ -94,7 +94,7 @@ async fn the_official_python_sdk_works_through_the_proxy() {
     );
     assert_no_secret(
         &s.proxy.logs(),
-        &[s.credentials.clone()],
+        std::slice::from_ref(&s.credentials),
         "the proxy's logs",
     );
 }

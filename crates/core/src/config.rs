@@ -116,6 +116,10 @@ pub struct Config {
     /// Signs the proxy's own session tokens (`/api/gigachat-oauth`).
     pub session_secret: Secret<Vec<u8>>,
     pub session_ttl: Duration,
+    /// Which web pages may call (see `cors`).
+    pub cors: crate::cors::CorsConfig,
+    /// Who may call (see `access`).
+    pub access: crate::access::AccessConfig,
 }
 
 /// A configuration problem, named by its variable.
@@ -234,6 +238,11 @@ impl Config {
             None => crate::session::derive_secret(&credentials),
         };
 
+        let lookup_filtered = |name: &str| get(name);
+        let cors =
+            crate::cors::CorsConfig::from_lookup(&lookup_filtered, platform == Platform::Local)?;
+        let access = crate::access::AccessConfig::from_lookup(&lookup_filtered)?;
+
         let upstream_kind = classify_upstream(&base_url);
         Ok(Config {
             platform,
@@ -247,6 +256,8 @@ impl Config {
             max_body_bytes,
             session_secret: Secret::new(session_secret),
             session_ttl,
+            cors,
+            access,
         })
     }
 }

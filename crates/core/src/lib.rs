@@ -7,8 +7,10 @@
 //! `http::Request` → `Proxy::handle` → GigaChat → streaming
 //! `http::Response` → platform response.
 
+pub mod access;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod headers;
 pub mod limits;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response};
 
+pub use access::ClientAddr;
 pub use body::{BoxError, ProxyBody};
 pub use config::{Config, ConfigError, Platform, UpstreamKind};
 pub use error::Error;
@@ -41,6 +44,8 @@ pub(crate) struct Ready {
     pub(crate) tokens: upstream::token::TokenManager,
     pub(crate) sessions: session::SessionKeys,
     pub(crate) base: path::UpstreamBase,
+    pub(crate) cors: cors::Cors,
+    pub(crate) access: access::Access,
 }
 
 impl Proxy {
@@ -59,6 +64,8 @@ impl Proxy {
         let state = upstream::client::build(&config).and_then(|http| {
             let tokens = upstream::token::TokenManager::new(&config, http.clone())?;
             Ok(Arc::new(Ready {
+                cors: cors::Cors::new(config.cors.clone()),
+                access: access::Access::new(&config.access)?,
                 sessions: session::SessionKeys::new(&config.session_secret, config.session_ttl),
                 base: path::UpstreamBase::new(&config.base_url),
                 tokens,

@@ -18,6 +18,10 @@ use crate::error::Error;
 use crate::secret::Secret;
 
 const ISSUER: &str = "gigachat-proxy";
+/// The subject of sessions minted by an anonymous caller (open mode); such
+/// sessions are rate-limited by client address, so minting new sessions
+/// does not buy a fresh budget.
+pub const ANONYMOUS: &str = "anonymous";
 const AUDIENCE: &str = "gigachat-proxy/api";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,7 +64,9 @@ impl SessionKeys {
         }
     }
 
-    pub fn mint(&self) -> Result<MintedSession, Error> {
+    /// A token naming `subject` (the minter's identity key, or
+    /// [`ANONYMOUS`]).
+    pub fn mint(&self, subject: &str) -> Result<MintedSession, Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::Internal("system clock is before 1970"))?;
@@ -68,7 +74,7 @@ impl SessionKeys {
         let claims = Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
-            sub: "anonymous".into(),
+            sub: subject.into(),
             iat: now.as_secs(),
             exp: exp.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
@@ -84,9 +90,10 @@ impl SessionKeys {
     /// Checks a token this proxy minted. The signature is checked before
     /// expiry, so `SessionExpired` means "ours, but old": the client should
     /// fetch a new one, exactly as after GigaChat's own "Token has expired".
-    pub fn verify(&self, token: &str) -> Result<(), Error> {
+    /// Returns the session's subject.
+    pub fn verify(&self, token: &str) -> Result<String, Error> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(_) => Ok(()),
+            Ok(data) => Ok(data.claims.sub),
             Err(err) if matches!(err.kind(), ErrorKind::ExpiredSignature) => {
                 Err(Error::SessionExpired)
             }
@@ -123,8 +130,11 @@ mod tests {
     #[test]
     fn minted_tokens_verify() {
         let keys = keys(Duration::from_secs(60));
-        let minted = keys.mint().unwrap();
-        keys.verify(minted.access_token.expose()).unwrap();
+        let minted = keys.mint("key:0123456789ab").unwrap();
+        assert_eq!(
+            keys.verify(minted.access_token.expose()).unwrap(),
+            "key:0123456789ab"
+        );
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -139,7 +149,7 @@ mod tests {
             &Secret::new(derive_secret("b3RoZXI=")),
             Duration::from_secs(60),
         );
-        let minted = other.mint().unwrap();
+        let minted = other.mint(ANONYMOUS).unwrap();
         let keys = keys(Duration::from_secs(60));
         assert!(matches!(
             keys.verify(minted.access_token.expose()),

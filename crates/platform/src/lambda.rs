@@ -4,7 +4,7 @@
 //! The invoke mode and the runner must match: a streaming runner behind a
 //! buffered invoke answers with an empty body.
 
-use gigachat_proxy_core::{BoxError, Proxy, ProxyBody};
+use gigachat_proxy_core::{BoxError, ClientAddr, Proxy, ProxyBody};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt, Response, service_fn};
 
@@ -46,7 +46,20 @@ pub async fn handle(
     if let Some(uri) = without_stage(&request) {
         *request.uri_mut() = uri;
     }
+    if let Some(addr) = source_ip(&request) {
+        request.extensions_mut().insert(ClientAddr(addr));
+    }
     Ok(proxy.handle(request).await)
+}
+
+/// The caller's address as AWS saw it (not a header the client controls).
+fn source_ip(request: &Request) -> Option<std::net::IpAddr> {
+    let ip = match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref(),
+        RequestContext::ApiGatewayV1(context) => context.identity.source_ip.as_deref(),
+        _ => None,
+    }?;
+    ip.parse().ok()
 }
 
 fn without_stage(request: &Request) -> Option<http::Uri> {

@@ -4,7 +4,8 @@
 pub const USAGE: &str = "\
 Usage: gigachat-proxy [--host HOST] [--port PORT]
 
-Serves /api/gigachat-api/*, /api/gigachat-oauth and /api/gigachat-health.
+Serves /api/gigachat-api/*, /api/gigachat-oauth, /api/gigachat-health and,
+at /, a demo chat page.
 
 Options:
   --host HOST   address to listen on (env HOST, default 127.0.0.1;

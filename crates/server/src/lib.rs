@@ -8,6 +8,7 @@
 mod cli;
 mod emulated;
 mod serve;
+pub mod site;
 
 use std::process::ExitCode;
 
@@ -105,6 +106,7 @@ fn print_banner(server: &Server, config: Option<&Config>, emulated: bool) {
         "              -d '{{\"model\":\"GigaChat\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Привет\"}}]}}'"
     );
     println!("  health:   {url}/api/gigachat-health");
+    println!("  demo:     {url}/  (a chat page that streams replies through the proxy)");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 }

@@ -12,6 +12,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::site;
+
 /// How long in-flight requests (streams included) get to finish after
 /// SIGTERM before the process exits anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,7 +63,14 @@ pub async fn serve(listener: TcpListener, proxy: Proxy, shutdown: impl Future<Ou
         let proxy = proxy.clone();
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+            async move {
+                // The demo page (GET/HEAD on its exact paths); all else is the proxy's.
+                if let Some(response) = site::respond(&request) {
+                    tracing::debug!(path = request.uri().path(), "demo page asset");
+                    return Ok::<_, Infallible>(response);
+                }
+                Ok::<_, Infallible>(proxy.handle(request).await)
+            }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());

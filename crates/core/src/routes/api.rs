@@ -4,10 +4,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::Proxy;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::upstream::body::UpstreamBody;
-use crate::{Proxy, Ready};
 
 const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -15,7 +15,6 @@ const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering
 pub(crate) async fn handle<B>(
     proxy: &Proxy,
     request: Request<B>,
-    client_path: &str,
     request_id: &HeaderValue,
 ) -> Result<Response<ProxyBody>, Error>
 where
@@ -23,8 +22,21 @@ where
     B::Error: Into<BoxError>,
 {
     let ready = proxy.ready()?;
+    let client_path = request
+        .uri()
+        .path()
+        .strip_prefix(super::API_PREFIX)
+        .unwrap_or_default();
     let url = ready.base.resolve(client_path, request.uri().query())?;
-    check_session(ready, request.headers())?;
+    let client_ip = ready.access.client_ip(
+        ready.config.platform,
+        request.headers(),
+        request.extensions().get::<crate::access::ClientAddr>(),
+    );
+    let _identity = ready
+        .access
+        .identify(request.headers(), client_ip, &ready.sessions)
+        .await?;
 
     let (parts, body) = request.into_parts();
     // The body is read whole (within the limit) because a 401 from GigaChat
@@ -78,27 +90,6 @@ where
             continue;
         }
         return Ok(client_response(response, request_id));
-    }
-}
-
-/// In the default open mode the client's `Authorization` is not required,
-/// but a proxy session token that has expired is refused, so clients built
-/// on GigaChat's flow (the SDKs) refetch one exactly as they would from
-/// GigaChat. Other bearer values are not ours to judge and are dropped.
-fn check_session(ready: &Ready, headers: &HeaderMap) -> Result<(), Error> {
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-    else {
-        return Ok(());
-    };
-    match ready.sessions.verify(token.trim()) {
-        Err(Error::SessionExpired) => Err(Error::SessionExpired),
-        _ => Ok(()),
     }
 }
 

@@ -8,10 +8,11 @@ pub mod oauth;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::Proxy;
 use crate::body::{BoxError, ProxyBody};
+use crate::cors::{Cors, Verdict};
 use crate::error::Error;
 
 pub const API_PREFIX: &str = "/api/gigachat-api/";
@@ -27,37 +28,97 @@ where
 {
     let started = Instant::now();
     let request_id = request_id(&request);
+    let request_id_text = request_id.to_str().unwrap_or_default().to_owned();
     let method = request.method().clone();
-    let path = request.uri().path();
-    let (route, result) = if path == HEALTH_PATH || path == "/api/gigachat-health/" {
-        ("health", health::handle(proxy, &request))
-    } else if path == OAUTH_PATH || path == "/api/gigachat-oauth/" {
-        ("oauth", oauth::handle(proxy, &request))
-    } else if let Some(rest) = path.strip_prefix(API_PREFIX) {
-        let rest = rest.to_owned();
-        ("api", api::handle(proxy, request, &rest, &request_id).await)
-    } else {
-        ("none", Err(Error::RouteNotFound))
+    let route = Route::of(request.uri().path());
+    // CORS comes first: a preflight carries no credentials, so it must be
+    // answered before authentication and rate limits look at it.
+    let cors = proxy
+        .ready()
+        .ok()
+        .map(|ready| (&ready.cors, ready.cors.evaluate(request.headers())));
+    let preflight = Cors::is_preflight(&method, request.headers());
+    let result = match &cors {
+        Some((_, Verdict::Denied)) => Err(Error::OriginNotAllowed),
+        Some((cors, Verdict::Allowed(origin))) if preflight => {
+            let mut response = Response::new(crate::body::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            cors.apply_preflight(origin.clone(), response.headers_mut());
+            Ok(response)
+        }
+        _ if method == Method::OPTIONS => Ok(options_response()),
+        _ => match route {
+            Route::Health => health::handle(proxy, &request),
+            Route::OAuth => oauth::handle(proxy, &request).await,
+            Route::Api => api::handle(proxy, request, &request_id).await,
+            Route::None => Err(Error::RouteNotFound),
+        },
     };
-    let request_id_text = request_id.to_str().unwrap_or_default();
     let mut response = match result {
         Ok(response) => response,
         Err(err) => {
             if err.status().is_server_error() {
-                tracing::warn!(request_id = request_id_text, route, error = %err, "request failed");
+                tracing::warn!(request_id = %request_id_text, route = route.name(), error = %err, "request failed");
             }
-            err.into_response(request_id_text)
+            err.into_response(&request_id_text)
         }
     };
+    if let Some((cors, verdict)) = &cors
+        && !preflight
+    {
+        cors.apply(verdict, response.headers_mut());
+    }
     tracing::info!(
-        request_id = request_id_text,
-        route,
+        request_id = %request_id_text,
+        route = route.name(),
         method = %method,
         status = response.status().as_u16(),
         latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
         "request"
     );
     response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Health,
+    OAuth,
+    Api,
+    None,
+}
+
+impl Route {
+    fn of(path: &str) -> Self {
+        if path == HEALTH_PATH || path == "/api/gigachat-health/" {
+            Route::Health
+        } else if path == OAUTH_PATH || path == "/api/gigachat-oauth/" {
+            Route::OAuth
+        } else if path.starts_with(API_PREFIX) {
+            Route::Api
+        } else {
+            Route::None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::OAuth => "oauth",
+            Route::Api => "api",
+            Route::None => "none",
+        }
+    }
+}
+
+/// `OPTIONS` that is not a CORS preflight (no `Origin`): say what exists.
+fn options_response() -> Response<ProxyBody> {
+    let mut response = Response::new(crate::body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(
+        http::header::ALLOW,
+        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
     response
 }
 

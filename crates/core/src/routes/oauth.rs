@@ -2,9 +2,12 @@
 //!
 //! Frontends (and SDKs) written against GigaChat's OAuth flow POST here and
 //! get `{access_token, expires_at}`; the token is a short-lived proxy
-//! session, never GigaChat's token and never the key. Whatever `Basic`
-//! credentials the client sends are ignored: keys live only in the server's
-//! environment.
+//! session, never GigaChat's token and never the key. `Basic` credentials
+//! are never passed on: in open mode they are ignored; when end-user auth is
+//! required they must be one of the proxy's own API keys (the official SDKs
+//! send their `credentials` setting that way), or the caller sends an API
+//! key or a JWT as usual. The session names the minter, so its rate limit
+//! follows it.
 
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -13,12 +16,29 @@ use crate::Proxy;
 use crate::body::{ProxyBody, json_response};
 use crate::error::Error;
 
-pub(crate) fn handle<B>(proxy: &Proxy, request: &Request<B>) -> Result<Response<ProxyBody>, Error> {
+pub(crate) async fn handle<B>(
+    proxy: &Proxy,
+    request: &Request<B>,
+) -> Result<Response<ProxyBody>, Error> {
     if *request.method() != Method::POST {
         return Err(Error::MethodNotAllowed { allowed: "POST" });
     }
     let ready = proxy.ready()?;
-    let minted = ready.sessions.mint()?;
+    let client_ip = ready.access.client_ip(
+        ready.config.platform,
+        request.headers(),
+        request.extensions().get::<crate::access::ClientAddr>(),
+    );
+    let identity = ready
+        .access
+        .identify_for_minting(request.headers(), client_ip)
+        .await?;
+    let subject = if identity.anonymous {
+        crate::session::ANONYMOUS
+    } else {
+        identity.key.as_str()
+    };
+    let minted = ready.sessions.mint(subject)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({

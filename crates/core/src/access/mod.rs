@@ -1,0 +1,271 @@
+//! End-user access: who is calling, and may they.
+//!
+//! Not to be confused with `upstream::token`, the proxy's own OAuth to
+//! GigaChat. Three kinds of end-user credential, combinable:
+//! - static API keys (`Authorization: Bearer <key>` or `X-API-Key`),
+//! - JWTs from the site's own auth provider (HS256 secret, or RS/ES keys
+//!   from a JWKS URL),
+//! - the proxy's session tokens from `/api/gigachat-oauth`.
+//!
+//! The answer is an [`Identity`]; rate limits are keyed by it, and when
+//! there is no credential the identity is the client's address, taken only
+//! from a source the platform vouches for.
+
+pub mod api_keys;
+pub mod client_ip;
+pub mod jwt;
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, header};
+
+use crate::config::ConfigError;
+use crate::error::Error;
+use crate::secret::Secret;
+use crate::session::SessionKeys;
+
+pub use client_ip::ClientAddr;
+
+/// Who a request is from, for rate limits and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// A stable, non-secret key: `key:<hash prefix>`, `sub:<jwt sub>`, or
+    /// `ip:<address>`.
+    pub key: String,
+    /// True when only the client address identifies the caller; such
+    /// identities get the (stricter) anonymous rate limit.
+    pub anonymous: bool,
+}
+
+impl Identity {
+    fn anonymous(ip: Option<IpAddr>) -> Self {
+        Self {
+            key: ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}")),
+            anonymous: true,
+        }
+    }
+}
+
+/// Whether `/api/gigachat-api` needs a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Anyone may call; credentials, when sent and valid, only name the
+    /// caller. The local server's default, and the default wherever no
+    /// credential kind is configured.
+    Open,
+    /// A valid API key, JWT or session token is required.
+    Required,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    pub mode: AuthMode,
+    pub api_keys: Vec<Secret<String>>,
+    pub jwt: Option<jwt::JwtConfig>,
+    /// Proxies in front of the local server or Lambda whose
+    /// `X-Forwarded-For` entries are trusted (nginx, CloudFront).
+    pub trusted_hops: usize,
+}
+
+impl AccessConfig {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let api_keys = api_keys::parse(lookup("GIGACHAT_PROXY_API_KEYS").as_deref())?;
+        let jwt = jwt::JwtConfig::from_lookup(lookup)?;
+        let has_credentials = !api_keys.is_empty() || jwt.is_some();
+        let mode = match lookup("GIGACHAT_PROXY_AUTH").as_deref().map(str::trim) {
+            None if has_credentials => AuthMode::Required,
+            None | Some("open") => AuthMode::Open,
+            Some("required") if has_credentials => AuthMode::Required,
+            Some("required") => {
+                return Err(ConfigError {
+                    variable: "GIGACHAT_PROXY_AUTH",
+                    problem: "is `required` but no credential kind is configured: set GIGACHAT_PROXY_API_KEYS, GIGACHAT_PROXY_JWT_SECRET or GIGACHAT_PROXY_JWKS_URL".into(),
+                });
+            }
+            Some(_) => {
+                return Err(ConfigError {
+                    variable: "GIGACHAT_PROXY_AUTH",
+                    problem: "must be `open` or `required`".into(),
+                });
+            }
+        };
+        let trusted_hops = match lookup("GIGACHAT_PROXY_TRUSTED_HOPS") {
+            None => 0,
+            Some(value) => value
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 10)
+                .ok_or_else(|| ConfigError {
+                    variable: "GIGACHAT_PROXY_TRUSTED_HOPS",
+                    problem:
+                        "must be a whole number from 0 to 10 (the proxies in front of this one)"
+                            .into(),
+                })?,
+        };
+        Ok(Self {
+            mode,
+            api_keys,
+            jwt,
+            trusted_hops,
+        })
+    }
+}
+
+pub struct Access {
+    mode: AuthMode,
+    api_keys: api_keys::ApiKeys,
+    jwt: Option<jwt::JwtVerifier>,
+    trusted_hops: usize,
+}
+
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Where a credential was presented; `Basic` only counts when minting a
+/// session, because the official SDKs send their `credentials` setting as
+/// `Basic <value>` to the OAuth URL.
+enum Presented<'a> {
+    ApiKey(&'a str),
+    Bearer(&'a str),
+    Basic(&'a str),
+    Nothing,
+}
+
+fn presented(headers: &HeaderMap) -> Presented<'_> {
+    if let Some(key) = headers.get(X_API_KEY).and_then(|v| v.to_str().ok()) {
+        return Presented::ApiKey(key.trim());
+    }
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Presented::Nothing;
+    };
+    let value = value.trim();
+    match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Presented::Bearer(rest.trim())
+        }
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => {
+            Presented::Basic(rest.trim())
+        }
+        _ => Presented::Nothing,
+    }
+}
+
+impl Access {
+    pub fn new(config: &AccessConfig) -> Result<Self, Error> {
+        Ok(Self {
+            mode: config.mode,
+            api_keys: api_keys::ApiKeys::new(&config.api_keys),
+            jwt: config.jwt.as_ref().map(jwt::JwtVerifier::new).transpose()?,
+            trusted_hops: config.trusted_hops,
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The caller of `/api/gigachat-api`.
+    pub async fn identify(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+        sessions: &SessionKeys,
+    ) -> Result<Identity, Error> {
+        let credential = match presented(headers) {
+            Presented::ApiKey(key) => Some(self.check_api_key(key)),
+            Presented::Bearer(token) => Some(self.check_bearer(token, client, sessions).await),
+            Presented::Basic(_) | Presented::Nothing => None,
+        };
+        match (credential, self.mode) {
+            (Some(Ok(identity)), _) => Ok(identity),
+            // An expired session is refused even in open mode, so clients
+            // built on GigaChat's flow refetch a token as they would there.
+            (Some(Err(Error::SessionExpired)), _) => Err(Error::SessionExpired),
+            (Some(Err(err)), AuthMode::Required) => Err(err),
+            (None, AuthMode::Required) => Err(Error::Unauthenticated("no credential was sent")),
+            // Open mode: an unknown bearer value is someone else's business
+            // (a frontend may send its own app token); the caller is anonymous.
+            (_, AuthMode::Open) => Ok(Identity::anonymous(client)),
+        }
+    }
+
+    /// The caller of `/api/gigachat-oauth`: who the minted session will
+    /// name. In required mode only an API key or a JWT may mint (a session
+    /// may not renew itself forever); the key may come as `Basic <key>`.
+    pub async fn identify_for_minting(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<Identity, Error> {
+        let credential = match presented(headers) {
+            Presented::ApiKey(key) => Some(self.check_api_key(key)),
+            Presented::Basic(key) => Some(self.check_api_key(key)),
+            Presented::Bearer(token) => Some(match self.api_keys.identify(token) {
+                Some(identity) => Ok(identity),
+                None => self.check_jwt(token).await,
+            }),
+            Presented::Nothing => None,
+        };
+        match (credential, self.mode) {
+            (Some(Ok(identity)), _) => Ok(identity),
+            (Some(Err(err)), AuthMode::Required) => Err(err),
+            (None, AuthMode::Required) => Err(Error::Unauthenticated(
+                "minting a session needs an API key or a JWT",
+            )),
+            (_, AuthMode::Open) => Ok(Identity::anonymous(client)),
+        }
+    }
+
+    /// The client's address from the platform's trusted source.
+    pub fn client_ip(
+        &self,
+        platform: crate::config::Platform,
+        headers: &HeaderMap,
+        addr: Option<&ClientAddr>,
+    ) -> Option<IpAddr> {
+        client_ip::resolve(platform, headers, addr, self.trusted_hops)
+    }
+
+    fn check_api_key(&self, key: &str) -> Result<Identity, Error> {
+        self.api_keys
+            .identify(key)
+            .ok_or(Error::Unauthenticated("the API key is not valid"))
+    }
+
+    async fn check_bearer(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+        sessions: &SessionKeys,
+    ) -> Result<Identity, Error> {
+        if let Some(identity) = self.api_keys.identify(token) {
+            return Ok(identity);
+        }
+        match sessions.verify(token) {
+            Ok(subject) if subject == crate::session::ANONYMOUS => {
+                return Ok(Identity::anonymous(client));
+            }
+            Ok(subject) => {
+                return Ok(Identity {
+                    key: subject,
+                    anonymous: false,
+                });
+            }
+            Err(Error::SessionExpired) => return Err(Error::SessionExpired),
+            Err(_) => {}
+        }
+        self.check_jwt(token).await
+    }
+
+    async fn check_jwt(&self, token: &str) -> Result<Identity, Error> {
+        match &self.jwt {
+            Some(verifier) => verifier.verify(token).await,
+            None => Err(Error::Unauthenticated(
+                "the bearer token is not a valid API key or session token",
+            )),
+        }
+    }
+}

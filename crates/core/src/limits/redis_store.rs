@@ -1,0 +1,442 @@
+//! The shared limiter in Redis: one atomic Lua script per operation, timed
+//! by the Redis server's clock, so N instances (with clocks as skewed as
+//! they like) together admit no more than the limit.
+//!
+//! Key layout, all under `{prefix}:v1:` (the `v1` changes whenever a script's
+//! semantics change, so a rolling deploy never mixes two meanings of a key,
+//! as TensorZero does with its `_v2` functions):
+//! - `rate:{identity}`: a string, the GCRA TAT in server microseconds, with
+//!   a `PX` expiry at the moment the bucket is full again (then it carries
+//!   no state);
+//! - `streams:{identity}` and `upstream:{credential}`: sorted sets of leases,
+//!   member = random lease id, score = the lease's expiry in server
+//!   milliseconds. Leases are short (`LEASE_TTL`) and renewed by a heartbeat
+//!   while held, so the slots of a crashed or frozen instance free themselves
+//!   within `LEASE_TTL`; the key expires with its last lease.
+//!
+//! Every round trip is bounded by the configured timeout, and a failure is
+//! reported to the caller, who applies the failure mode. The URL (and its
+//! password) is never logged; only `scheme://host`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, RedisResult, Script};
+
+use super::config::{FailureMode, Rate, RedisConfig};
+use super::memory::lock;
+
+/// How long a stream or upstream lease lives without a heartbeat. Short, so
+/// an instance that crashed, hit its platform's time limit or was frozen
+/// (Lambda freezes the process after the response) holds a GigaChat slot
+/// for at most this long: with a personal key's single slot, a long TTL
+/// would stall the whole deployment.
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often a held lease is renewed: three tries before it would expire.
+pub(crate) const LEASE_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// GCRA, identical to `memory::gcra_step`. KEYS[1] = the bucket;
+/// ARGV[1] = emission interval T (µs), ARGV[2] = tolerance L = N × T (µs).
+/// Returns {1 if admitted, stored TAT − now (µs)}.
+const RATE_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local emission = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
+if tat < now then tat = now end
+if tat > now + tolerance then tat = now + tolerance end
+local new_tat = tat + emission
+if new_tat - now <= tolerance then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+  return {1, new_tat - now}
+end
+return {0, tat - now}
+";
+
+/// KEYS[1] = the lease set; ARGV[1] = limit, ARGV[2] = lease TTL (ms),
+/// ARGV[3] = lease id. Drops expired leases, then adds this one if fewer
+/// than `limit` remain; idempotent for an id already held (a retried call).
+/// Returns {1 if granted, leases held now}.
+const ACQUIRE_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local held = redis.call('ZCARD', KEYS[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  return {1, held}
+end
+if held >= tonumber(ARGV[1]) then
+  return {0, held}
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return {1, held + 1}
+";
+
+/// KEYS[1] = the lease set; ARGV[1] = lease TTL (ms), ARGV[2] = lease id.
+/// Extends a lease that is still alive; returns 1, or 0 if it is gone.
+const RENEW_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+local expiry = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]) or 0) or 0
+if expiry <= now then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+";
+
+/// Why a Redis operation gave no answer; the caller applies the failure mode.
+#[derive(Debug)]
+pub(crate) struct Unavailable;
+
+pub(crate) struct RedisStore {
+    client: redis::Client,
+    /// Created on first use (it needs a running Tokio runtime); it connects
+    /// lazily and reconnects by itself.
+    manager: Mutex<Option<ConnectionManager>>,
+    redacted_url: String,
+    prefix: String,
+    pub(crate) timeout: Duration,
+    pub(crate) failure: FailureMode,
+    rate_script: Script,
+    acquire_script: Script,
+    renew_script: Script,
+    warnings: WarnThrottle,
+}
+
+impl RedisStore {
+    pub(crate) fn new(config: &RedisConfig) -> Self {
+        Self {
+            client: config.client.clone(),
+            manager: Mutex::new(None),
+            redacted_url: config.redacted.clone(),
+            prefix: format!("{}:v1:", config.prefix),
+            timeout: config.timeout,
+            failure: config.failure,
+            rate_script: Script::new(RATE_SCRIPT),
+            acquire_script: Script::new(ACQUIRE_SCRIPT),
+            renew_script: Script::new(RENEW_SCRIPT),
+            warnings: WarnThrottle::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// `{prefix}:v1:{kind}:{id}`. Identities are opaque client-derived
+    /// strings: long or unusual ones are hashed so a key stays short and
+    /// printable.
+    pub(crate) fn key(&self, kind: &str, id: &str) -> String {
+        let plain = id.len() <= 200 && id.bytes().all(|b| b.is_ascii_graphic());
+        if plain {
+            format!("{}{kind}:{id}", self.prefix)
+        } else {
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(id.as_bytes());
+            let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+            format!("{}{kind}:sha256:{hex}", self.prefix)
+        }
+    }
+
+    fn connection(&self) -> RedisResult<ConnectionManager> {
+        let mut slot = lock(&self.manager);
+        if let Some(manager) = slot.as_ref() {
+            return Ok(manager.clone());
+        }
+        // Reconnection is retried in the background with a short backoff;
+        // our own timeout bounds how long any request waits for it.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
+        *slot = Some(manager.clone());
+        Ok(manager)
+    }
+
+    /// Runs `op` with the timeout. A dropped connection (an idle connection
+    /// the server or a NAT closed, e.g. while a Lambda was frozen) is retried
+    /// once on the reconnected manager, within the same time budget; if the
+    /// first attempt did run, a rate check counts twice (errs on the safe
+    /// side) and the lease script is idempotent per lease id.
+    async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, Unavailable>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let attempt = async {
+            let connection = self.connection()?;
+            match op(connection.clone()).await {
+                Err(err) if err.is_connection_dropped() => op(connection).await,
+                result => result,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                self.warn(what, &describe(&err));
+                Err(Unavailable)
+            }
+            Err(_) => {
+                self.warn(
+                    what,
+                    &format!("no answer within {} ms", self.timeout.as_millis()),
+                );
+                Err(Unavailable)
+            }
+        }
+    }
+
+    fn warn(&self, what: &'static str, problem: &str) {
+        if let Some(suppressed) = self.warnings.allow() {
+            let consequence = match self.failure {
+                FailureMode::Open => "limits fall back to this instance's memory (fail open)",
+                FailureMode::Closed => "requests are refused with 503 (fail closed)",
+            };
+            tracing::warn!(
+                redis = %self.redacted_url,
+                operation = what,
+                problem,
+                suppressed_warnings = suppressed,
+                "rate limiter store unavailable; {consequence}"
+            );
+        }
+    }
+
+    /// One GCRA step for `key`; returns (admitted, TAT − now in µs).
+    pub(crate) async fn check_rate(
+        &self,
+        key: &str,
+        rate: Rate,
+    ) -> Result<(bool, u64), Unavailable> {
+        let (allowed, ahead): (i64, i64) = self
+            .run("rate", |mut connection| async move {
+                self.rate_script
+                    .key(key)
+                    .arg(rate.emission_us())
+                    .arg(rate.tolerance_us())
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok((allowed == 1, u64::try_from(ahead).unwrap_or(0)))
+    }
+
+    /// Adds lease `id` to the set `key` if fewer than `limit` are held.
+    pub(crate) async fn try_acquire(
+        &self,
+        key: &str,
+        id: &str,
+        limit: u64,
+    ) -> Result<bool, Unavailable> {
+        let ttl_ms = duration_ms(LEASE_TTL);
+        let (granted, _held): (i64, i64) = self
+            .run("acquire", |mut connection| async move {
+                self.acquire_script
+                    .key(key)
+                    .arg(limit)
+                    .arg(ttl_ms)
+                    .arg(id)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(granted == 1)
+    }
+
+    /// Extends lease `id`; false when it had already expired.
+    async fn renew(&self, key: &str, id: &str) -> Result<bool, Unavailable> {
+        let ttl_ms = duration_ms(LEASE_TTL);
+        let renewed: i64 = self
+            .run("renew", |mut connection| async move {
+                self.renew_script
+                    .key(key)
+                    .arg(ttl_ms)
+                    .arg(id)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release(&self, key: &str, id: &str) -> Result<(), Unavailable> {
+        self.run("release", |mut connection| async move {
+            redis::cmd("ZREM")
+                .arg(key)
+                .arg(id)
+                .query_async::<i64>(&mut connection)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A short description of a Redis error for the log. Redis errors carry no
+/// connection details (the URL and password are never part of them).
+fn describe(err: &RedisError) -> String {
+    if err.is_timeout() {
+        "timed out".into()
+    } else if err.is_connection_refusal() {
+        format!("connection refused: {err}")
+    } else {
+        err.to_string()
+    }
+}
+
+/// A lease held in Redis: renewed while alive, removed when dropped.
+pub(crate) struct RedisLease {
+    store: Arc<RedisStore>,
+    key: String,
+    id: String,
+    heartbeat: Option<tokio::task::AbortHandle>,
+}
+
+impl RedisLease {
+    /// Wraps a granted lease and starts its heartbeat.
+    pub(crate) fn start(store: Arc<RedisStore>, key: String, id: String) -> Self {
+        let heartbeat = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let store = Arc::clone(&store);
+            let (key, id) = (key.clone(), id.clone());
+            runtime
+                .spawn(async move {
+                    loop {
+                        tokio::time::sleep(LEASE_HEARTBEAT).await;
+                        match store.renew(&key, &id).await {
+                            Ok(true) | Err(Unavailable) => {}
+                            Ok(false) => {
+                                tracing::warn!(
+                                    "a limiter lease expired while held (Redis unreachable for longer than its TTL); it is no longer counted"
+                                );
+                                break;
+                            }
+                        }
+                    }
+                })
+                .abort_handle()
+        });
+        Self {
+            store,
+            key,
+            id,
+            heartbeat,
+        }
+    }
+}
+
+impl Drop for RedisLease {
+    fn drop(&mut self) {
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+        }
+        // Without a runtime (process shutting down) the lease simply
+        // expires after LEASE_TTL.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            let key = std::mem::take(&mut self.key);
+            let id = std::mem::take(&mut self.id);
+            runtime.spawn(async move {
+                let _ = store.release(&key, &id).await;
+            });
+        }
+    }
+}
+
+/// At most one warning per `every`, counting the ones it swallowed, so an
+/// outage under load does not flood the logs.
+pub(crate) struct WarnThrottle {
+    origin: Instant,
+    every_ms: u64,
+    /// Milliseconds since `origin` of the last warning, plus one (0 = never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl WarnThrottle {
+    pub(crate) fn new(every: Duration) -> Self {
+        Self {
+            origin: Instant::now(),
+            every_ms: duration_ms(every),
+            last: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last one)` when a warning may be logged now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = duration_ms(self.origin.elapsed()).saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.every_ms {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn warnings_are_throttled() {
+        let throttle = WarnThrottle::new(Duration::from_secs(3600));
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        let throttle = WarnThrottle::new(Duration::ZERO);
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), Some(0));
+    }
+
+    #[test]
+    fn keys_are_versioned_and_bounded() {
+        let config = super::super::config::LimitsConfig::disabled()
+            .with_redis(
+                "redis://127.0.0.1:1",
+                FailureMode::Open,
+                Duration::from_millis(10),
+            )
+            .unwrap();
+        let store = RedisStore::new(config.redis.as_ref().unwrap());
+        assert_eq!(
+            store.key("rate", "sub:alice"),
+            "gigachat-proxy:v1:rate:sub:alice"
+        );
+        let long = "x".repeat(500);
+        let key = store.key("rate", &long);
+        assert!(key.starts_with("gigachat-proxy:v1:rate:sha256:"));
+        assert!(key.len() < 100);
+        assert_ne!(store.key("rate", "a b"), store.key("rate", "a\u{0}b"));
+    }
+
+    #[test]
+    fn scripts_use_the_server_clock_and_exact_integers() {
+        for script in [RATE_SCRIPT, ACQUIRE_SCRIPT, RENEW_SCRIPT] {
+            assert!(script.contains("redis.call('TIME')"));
+        }
+        // tostring() would print a microsecond timestamp as 1.7e+15.
+        assert!(RATE_SCRIPT.contains("string.format('%.0f'"));
+    }
+}
