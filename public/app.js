@@ -457,11 +457,11 @@
       const body = await response.json().catch(() => ({}));
       if (response.ok && body.status === 'ok') {
         const upstream =
-          body.upstream === 'emulator'
-            ? 'эмулятор GigaChat'
-            : body.upstream === 'gigachat'
-              ? 'GigaChat'
-              : body.upstream || 'неизвестно';
+          {
+            emulator: 'эмулятор GigaChat',
+            gigachat: 'GigaChat',
+            custom: 'GigaChat (свой адрес)',
+          }[body.upstream] || body.upstream || 'неизвестно';
         ui.health.dataset.state = 'ok';
         ui.health.dataset.upstream = body.upstream || '';
         ui.healthText.textContent = `Прокси работает · ${upstream}${body.version ? ` · v${body.version}` : ''}`;

@@ -248,10 +248,16 @@ async fn upstream_errors_pass_through_unchanged() {
         "Invalid params: system message must be the first message"
     );
 
+    // An upload is never repeated: GigaChat's 503 reaches the client as is.
     s.emulator.faults().fail_next_api_with_status(503, 1);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a.txt"),
+    );
     let response = s
         .http
-        .get(s.proxy.url("/api/gigachat-api/models"))
+        .post(s.proxy.url("/api/gigachat-api/files"))
+        .multipart(form)
         .send()
         .await
         .unwrap();
@@ -786,4 +792,63 @@ async fn no_secret_appears_in_any_response_or_log_line() {
     let logs = s.proxy.logs();
     assert!(logs.lines().count() > 10, "debug logging is on: {logs}");
     assert_no_secret(&logs, &secrets, "the proxy's logs");
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_backoff_within_the_budget() {
+    let s = setup_with(|_| {}, &[("GIGACHAT_RETRY_BACKOFF_FACTOR", "0.05")]).await;
+    let models = || s.http.get(s.proxy.url("/api/gigachat-api/models")).send();
+    assert_eq!(models().await.unwrap().status(), 200);
+    let before = s.emulator.stats().api_calls;
+
+    // Two 503s, then success: the client sees only the success.
+    s.emulator.faults().fail_next_api_with_status(503, 2);
+    assert_eq!(models().await.unwrap().status(), 200);
+    assert_eq!(s.emulator.stats().api_calls, before + 3);
+
+    // More failures than retries (2 by default): GigaChat's answer passes.
+    s.emulator.faults().fail_next_api_with_status(429, 5);
+    let response = models().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], 429);
+    assert_eq!(s.emulator.stats().api_calls, before + 6);
+    s.emulator.faults().reset();
+
+    // A chat answered 200 with an error object inside is an error, retried.
+    s.emulator.faults().error_in_200_next(1);
+    let response = s
+        .http
+        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
+        .json(&chat("quirk", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
+        "Echo: quirk"
+    );
+    assert!(
+        s.proxy
+            .wait_for_log("retrying a transient GigaChat failure")
+            .await
+    );
+}
+
+#[tokio::test]
+async fn an_error_object_inside_a_200_gets_its_own_status() {
+    let s = setup_with(|_| {}, &[("GIGACHAT_MAX_RETRIES", "0")]).await;
+    for stream in [false, true] {
+        s.emulator.faults().error_in_200_next(1);
+        let response = s
+            .http
+            .post(s.proxy.url("/api/gigachat-api/chat/completions"))
+            .json(&chat("quirk", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429, "stream: {stream}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, json!({"status": 429, "message": "Too many requests"}));
+    }
 }

@@ -108,9 +108,14 @@ pub struct Config {
     pub auth_url: Url,
     pub base_url: Url,
     pub upstream_kind: UpstreamKind,
-    /// Connect + time-to-first-byte limit, and the longest silence allowed
-    /// between two chunks of a stream.
+    /// Time to the response headers, retries included (`GIGACHAT_TIMEOUT`).
     pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// The longest silence allowed between two chunks of a stream.
+    pub stream_idle_timeout: Duration,
+    /// The longest a whole answer may take, stream included.
+    pub total_timeout: Duration,
+    pub retry: RetryPolicy,
     pub token_expiry_buffer: Duration,
     pub max_body_bytes: usize,
     /// Signs the proxy's own session tokens (`/api/gigachat-oauth`).
@@ -120,6 +125,30 @@ pub struct Config {
     pub cors: crate::cors::CorsConfig,
     /// Who may call (see `access`).
     pub access: crate::access::AccessConfig,
+    /// How much they may call (see `limits`).
+    pub limits: crate::limits::LimitsConfig,
+}
+
+/// Which upstream failures are tried again, and how patiently. Names and
+/// defaults follow the Python SDK (`GIGACHAT_MAX_RETRIES`…), except that the
+/// proxy retries twice by default where the SDK does not retry: a browser
+/// cannot retry on the proxy's behalf without spending the user's time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    /// Delay before retry n (0-based) is `factor · 2ⁿ` plus up to 50% jitter.
+    pub backoff_factor: Duration,
+    pub on_status: Vec<u16>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            backoff_factor: Duration::from_millis(500),
+            on_status: vec![429, 500, 502, 503, 504],
+        }
+    }
 }
 
 /// A configuration problem, named by its variable.
@@ -200,6 +229,20 @@ impl Config {
             None => DEFAULT_TIMEOUT,
             Some(value) => parse_seconds("GIGACHAT_TIMEOUT", &value)?,
         };
+        let connect_timeout = match get("GIGACHAT_PROXY_CONNECT_TIMEOUT") {
+            None => timeout.min(Duration::from_secs(10)),
+            Some(value) => parse_seconds("GIGACHAT_PROXY_CONNECT_TIMEOUT", &value)?,
+        };
+        let stream_idle_timeout = match get("GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT") {
+            None => timeout,
+            Some(value) => parse_seconds("GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT", &value)?,
+        };
+        let total_timeout = match get("GIGACHAT_PROXY_TOTAL_TIMEOUT") {
+            // Vercel's and our Lambda template's function limit.
+            None => Duration::from_secs(300),
+            Some(value) => parse_seconds("GIGACHAT_PROXY_TOTAL_TIMEOUT", &value)?,
+        };
+        let retry = parse_retry(&get)?;
         let token_expiry_buffer = match get("GIGACHAT_TOKEN_EXPIRY_BUFFER_MS") {
             None => DEFAULT_TOKEN_EXPIRY_BUFFER,
             Some(value) => Duration::from_millis(value.trim().parse::<u64>().map_err(|_| {
@@ -242,6 +285,11 @@ impl Config {
         let cors =
             crate::cors::CorsConfig::from_lookup(&lookup_filtered, platform == Platform::Local)?;
         let access = crate::access::AccessConfig::from_lookup(&lookup_filtered)?;
+        let limits = crate::limits::LimitsConfig::from_lookup(
+            &lookup_filtered,
+            platform == Platform::Local,
+            scope == Scope::Personal,
+        )?;
 
         let upstream_kind = classify_upstream(&base_url);
         Ok(Config {
@@ -252,12 +300,17 @@ impl Config {
             base_url,
             upstream_kind,
             timeout,
+            connect_timeout,
+            stream_idle_timeout,
+            total_timeout,
+            retry,
             token_expiry_buffer,
             max_body_bytes,
             session_secret: Secret::new(session_secret),
             session_ttl,
             cors,
             access,
+            limits,
         })
     }
 }
@@ -293,6 +346,58 @@ fn parse_seconds(variable: &'static str, value: &str) -> Result<Duration, Config
             "must be a positive number of seconds (at most 86400)",
         )),
     }
+}
+
+fn parse_retry(get: &dyn Fn(&str) -> Option<String>) -> Result<RetryPolicy, ConfigError> {
+    let defaults = RetryPolicy::default();
+    let max_retries = match get("GIGACHAT_MAX_RETRIES") {
+        None => defaults.max_retries,
+        Some(value) => value
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= 10)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "GIGACHAT_MAX_RETRIES",
+                    "must be a whole number from 0 to 10",
+                )
+            })?,
+    };
+    let backoff_factor = match get("GIGACHAT_RETRY_BACKOFF_FACTOR") {
+        None => defaults.backoff_factor,
+        Some(value) => match value.trim().parse::<f64>() {
+            Ok(secs) if secs.is_finite() && (0.0..=60.0).contains(&secs) => {
+                Duration::from_secs_f64(secs)
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "GIGACHAT_RETRY_BACKOFF_FACTOR",
+                    "must be a number of seconds from 0 to 60",
+                ));
+            }
+        },
+    };
+    let on_status = match get("GIGACHAT_RETRY_ON_STATUS_CODES") {
+        None => defaults.on_status,
+        Some(value) => value
+            .split(',')
+            .map(|code| code.trim().trim_matches(|c| c == '(' || c == ')'))
+            .filter(|code| !code.is_empty())
+            .map(|code| code.parse::<u16>().ok().filter(|c| (400..600).contains(c)))
+            .collect::<Option<Vec<u16>>>()
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "GIGACHAT_RETRY_ON_STATUS_CODES",
+                    "must be a comma-separated list of HTTP status codes from 400 to 599",
+                )
+            })?,
+    };
+    Ok(RetryPolicy {
+        max_retries,
+        backoff_factor,
+        on_status,
+    })
 }
 
 fn looks_like_base64(value: &str) -> bool {

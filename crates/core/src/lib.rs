@@ -14,6 +14,7 @@ pub mod cors;
 pub mod error;
 pub mod headers;
 pub mod limits;
+pub mod observe;
 pub mod path;
 pub mod routes;
 pub mod secret;
@@ -46,6 +47,7 @@ pub(crate) struct Ready {
     pub(crate) base: path::UpstreamBase,
     pub(crate) cors: cors::Cors,
     pub(crate) access: access::Access,
+    pub(crate) limiter: limits::Limiter,
 }
 
 impl Proxy {
@@ -66,6 +68,7 @@ impl Proxy {
             Ok(Arc::new(Ready {
                 cors: cors::Cors::new(config.cors.clone()),
                 access: access::Access::new(&config.access)?,
+                limiter: limits::Limiter::new(&config.limits),
                 sessions: session::SessionKeys::new(&config.session_secret, config.session_ttl),
                 base: path::UpstreamBase::new(&config.base_url),
                 tokens,

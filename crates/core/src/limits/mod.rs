@@ -3,6 +3,12 @@
 //! requests per GigaChat credential. In memory per instance by default;
 //! shared through Redis when one is configured, so N serverless instances
 //! together admit no more than the limit.
+//!
+//! Both backends run the same GCRA on the same integers (see `memory`), so
+//! switching changes nothing but sharing. When Redis does not answer within
+//! its timeout, `GIGACHAT_PROXY_REDIS_FAILURE=open` falls back to this
+//! instance's memory (the limits then hold per instance) and logs a warning
+//! at most every 10 s; `closed` answers `503 limiter_unavailable`.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -327,7 +333,7 @@ impl std::fmt::Debug for UpstreamPermit {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     fn rate(count: u64, secs: u64) -> Rate {
@@ -498,21 +504,25 @@ mod tests {
                 .unwrap(),
         );
         let bound = Duration::from_secs(2);
-        let within = |f| tokio::time::timeout(bound, f);
 
         // Open: the per-instance limits still apply.
         assert!(
-            within(open.check_request("a", false))
+            tokio::time::timeout(bound, open.check_request("a", false))
                 .await
                 .unwrap()
                 .unwrap()
                 .is_some()
         );
         assert!(matches!(
-            within(open.check_request("a", false)).await.unwrap(),
+            tokio::time::timeout(bound, open.check_request("a", false))
+                .await
+                .unwrap(),
             Err(Error::RateLimited(_))
         ));
-        let lease = within(open.acquire_stream("a")).await.unwrap().unwrap();
+        let lease = tokio::time::timeout(bound, open.acquire_stream("a"))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(lease.is_some());
         let permit = tokio::time::timeout(bound, open.acquire_upstream())
             .await
@@ -521,11 +531,15 @@ mod tests {
         assert!(permit.is_some());
 
         assert!(matches!(
-            within(closed.check_request("a", false)).await.unwrap(),
+            tokio::time::timeout(bound, closed.check_request("a", false))
+                .await
+                .unwrap(),
             Err(Error::LimiterUnavailable)
         ));
         assert!(matches!(
-            within(closed.acquire_stream("a")).await.unwrap(),
+            tokio::time::timeout(bound, closed.acquire_stream("a"))
+                .await
+                .unwrap(),
             Err(Error::LimiterUnavailable)
         ));
         assert!(matches!(

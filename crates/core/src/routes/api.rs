@@ -1,22 +1,40 @@
 //! `/api/gigachat-api/{path}`: forward one call to GigaChat.
+//!
+//! In order: map the path, identify the caller, check their rate limit,
+//! read the body (bounded), take a stream slot and an upstream slot, then
+//! send — refreshing the token once on a 401 and retrying transient
+//! failures while nothing has reached the client yet.
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
 
+use super::Answer;
 use crate::Proxy;
+use crate::Ready;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
+use crate::observe::{RequestLog, Usage};
 use crate::upstream::body::UpstreamBody;
 
 const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+/// JSON answers up to this size are read whole before they are sent, to
+/// catch an error object inside a 200 and to read the token usage; larger
+/// ones (and everything else) stream through untouched.
+const INSPECTED_JSON_MAX: u64 = 4 * 1024 * 1024;
+/// How much of an SSE stream is read, at most, to see its first event.
+const SSE_PEEK_MAX: usize = 64 * 1024;
 
 pub(crate) async fn handle<B>(
     proxy: &Proxy,
     request: Request<B>,
     request_id: &HeaderValue,
-) -> Result<Response<ProxyBody>, Error>
+    log: &mut RequestLog,
+) -> Result<Answer, Error>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -28,69 +46,447 @@ where
         .strip_prefix(super::API_PREFIX)
         .unwrap_or_default();
     let url = ready.base.resolve(client_path, request.uri().query())?;
+    let retryable = is_safe_to_repeat(request.method(), client_path);
     let client_ip = ready.access.client_ip(
         ready.config.platform,
         request.headers(),
         request.extensions().get::<crate::access::ClientAddr>(),
     );
-    let _identity = ready
+    let identity = ready
         .access
         .identify(request.headers(), client_ip, &ready.sessions)
         .await?;
+    log.set_identity(&identity.key);
+    let limit = ready
+        .limiter
+        .check_request(&identity.key, identity.anonymous)
+        .await?;
+    if limit.is_some() {
+        log.rate_limit = "allowed";
+    }
 
     let (parts, body) = request.into_parts();
-    // The body is read whole (within the limit) because a 401 from GigaChat
-    // is answered by refreshing the token and sending the same request
-    // again; GigaChat request bodies are small next to the platform caps.
+    // The body is read whole (within the limit) because a 401 or a
+    // transient failure is answered by sending the same request again;
+    // GigaChat request bodies are small next to the platform caps.
     let body = read_body(body, &parts.headers, ready.config.max_body_bytes).await?;
+    let summary = RequestSummary::of(&parts.headers, &body);
+    log.model = summary.model;
+    let lease = if summary.stream {
+        ready.limiter.acquire_stream(&identity.key).await?
+    } else {
+        None
+    };
+    let permit = ready.limiter.acquire_upstream().await?;
 
     let mut headers = HeaderMap::with_capacity(12);
     crate::headers::forward_request_headers(&parts.headers, &mut headers);
     headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
+    let outgoing = Outgoing {
+        method: parts.method,
+        url,
+        headers,
+        body,
+        retryable,
+    };
+    let (mut response, sse) = forward(ready, &outgoing, log).await?;
+    if let Some(info) = limit {
+        info.apply(response.headers_mut());
+    }
+    Ok(Answer {
+        response,
+        sse,
+        lease,
+        permit,
+    })
+}
 
-    let timeout = ready.config.timeout;
-    let host = url.host_str().unwrap_or_default().to_owned();
-    let mut retried_after_401 = false;
+struct Outgoing {
+    method: Method,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    body: Bytes,
+    retryable: bool,
+}
+
+/// Requests GigaChat answers without side effects, so a transient failure
+/// can be retried: reads, and the POSTs that only compute (chat,
+/// embeddings, token counts). Uploads and deletions are never repeated.
+fn is_safe_to_repeat(method: &Method, client_path: &str) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    let path = client_path
+        .strip_prefix("v1/")
+        .or_else(|| client_path.strip_prefix("v2/"))
+        .unwrap_or(client_path);
+    *method == Method::POST && matches!(path, "chat/completions" | "embeddings" | "tokens/count")
+}
+
+/// What the proxy reads of a JSON request body: borrowed, nothing else
+/// parsed (serde skips the messages without allocating them).
+#[derive(Default)]
+struct RequestSummary {
+    model: Option<String>,
+    stream: bool,
+}
+
+impl RequestSummary {
+    fn of(headers: &HeaderMap, body: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Borrowed<'a> {
+            #[serde(borrow)]
+            model: Option<&'a str>,
+            #[serde(default)]
+            stream: bool,
+        }
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        if !is_json || body.is_empty() {
+            return Self::default();
+        }
+        match serde_json::from_slice::<Borrowed<'_>>(body) {
+            Ok(found) => Self {
+                model: found.model.filter(|m| m.len() <= 128).map(str::to_owned),
+                stream: found.stream,
+            },
+            Err(_) => Self::default(),
+        }
+    }
+}
+
+/// What one upstream attempt came to.
+enum Attempt {
+    /// An answer to pass on.
+    Done(Response<ProxyBody>, bool),
+    /// A transient failure: retry if allowed, else pass `fallback` on.
+    Transient {
+        retry_after: Option<Duration>,
+        fallback: Result<Response<ProxyBody>, Error>,
+    },
+}
+
+async fn forward(
+    ready: &Ready,
+    outgoing: &Outgoing,
+    log: &mut RequestLog,
+) -> Result<(Response<ProxyBody>, bool), Error> {
+    let config = &ready.config;
+    let started = Instant::now();
+    let deadline = started + config.timeout;
+    let host = outgoing.url.host_str().unwrap_or_default().to_owned();
+    let mut refreshed_after_401 = false;
+    let mut retries = 0u32;
     loop {
         let token = ready.tokens.token().await?;
-        let mut attempt_headers = headers.clone();
-        attempt_headers.insert(header::AUTHORIZATION, token.header.clone());
+        let mut headers = outgoing.headers.clone();
+        headers.insert(header::AUTHORIZATION, token.header.clone());
         let send = ready
             .http
-            .request(parts.method.clone(), url.clone())
-            .headers(attempt_headers)
-            .body(body.clone())
+            .request(outgoing.method.clone(), outgoing.url.clone())
+            .headers(headers)
+            .body(outgoing.body.clone())
             .send();
-        let response = match tokio::time::timeout(timeout, send).await {
-            Err(_) => {
-                return Err(Error::UpstreamTimeout {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt = match tokio::time::timeout(remaining, send).await {
+            Err(_) => Attempt::Transient {
+                retry_after: None,
+                fallback: Err(Error::UpstreamTimeout {
                     stage: "waiting for the response headers",
-                    seconds: timeout.as_secs(),
-                });
-            }
+                    seconds: config.timeout.as_secs(),
+                }),
+            },
             Ok(Err(err)) => {
-                return Err(crate::upstream::transport_error(
-                    &err,
-                    "api",
-                    &host,
-                    timeout.as_secs(),
+                let error =
+                    crate::upstream::transport_error(&err, "api", &host, config.timeout.as_secs());
+                // Only failures to connect are certain not to have reached
+                // GigaChat; anything later may have been processed.
+                if err.is_connect() {
+                    Attempt::Transient {
+                        retry_after: None,
+                        fallback: Err(error),
+                    }
+                } else {
+                    return Err(error);
+                }
+            }
+            Ok(Ok(response))
+                if response.status() == StatusCode::UNAUTHORIZED && !refreshed_after_401 =>
+            {
+                // The token expired or was revoked early: fetch a new one
+                // and try once more; nothing has reached the client yet.
+                tracing::info!(
+                    generation = token.generation,
+                    "GigaChat answered 401; refreshing the token and retrying once"
+                );
+                ready.tokens.invalidate(token.generation);
+                refreshed_after_401 = true;
+                continue;
+            }
+            Ok(Ok(response)) => {
+                inspect(ready, response, &log.request_id, deadline, &mut log.usage).await?
+            }
+        };
+        match attempt {
+            Attempt::Done(response, sse) => {
+                log.upstream_ms = Some(started.elapsed().as_micros() as f64 / 1000.0);
+                log.retries = retries;
+                return Ok((response, sse));
+            }
+            Attempt::Transient {
+                retry_after,
+                fallback,
+            } => {
+                let delay = retry_after.unwrap_or_else(|| backoff(&config.retry, retries));
+                let fits = Instant::now() + delay < deadline;
+                if !outgoing.retryable || retries >= config.retry.max_retries || !fits {
+                    log.upstream_ms = Some(started.elapsed().as_micros() as f64 / 1000.0);
+                    log.retries = retries;
+                    return fallback.map(|response| (response, false));
+                }
+                retries += 1;
+                tracing::info!(
+                    retry = retries,
+                    delay_ms = delay.as_millis() as u64,
+                    "retrying a transient GigaChat failure"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// `factor · 2ⁿ` plus up to 50% jitter, so instances that failed together
+/// do not retry together.
+fn backoff(policy: &crate::config::RetryPolicy, retry: u32) -> Duration {
+    let base = policy.backoff_factor.saturating_mul(1u32 << retry.min(16));
+    let jitter_permille = (uuid::Uuid::new_v4().as_u128() % 500) as u32;
+    base + base.saturating_mul(jitter_permille) / 1000
+}
+
+/// Decides what an upstream answer is: GigaChat's status and body pass
+/// through unchanged, except that an error object inside a 200 (a known
+/// GigaChat quirk: `{"status":429,"message":"Too many requests"}` with HTTP
+/// 200, in a JSON body or as a stream's first event) is answered with the
+/// status it names, and transient statuses may be retried.
+async fn inspect(
+    ready: &Ready,
+    mut upstream: reqwest::Response,
+    request_id: &str,
+    deadline: Instant,
+    usage: &mut Option<Usage>,
+) -> Result<Attempt, Error> {
+    let status = upstream.status();
+    let retry_set = &ready.config.retry.on_status;
+    let content_type = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let sse = content_type.trim_start().starts_with("text/event-stream");
+    let headers = client_headers(upstream.headers(), sse);
+    let total = ready.config.total_timeout;
+
+    if retry_set.contains(&status.as_u16()) {
+        let retry_after = retry_after(upstream.headers());
+        let response = build(
+            status,
+            headers,
+            UpstreamBody::new(upstream, sse, request_id.to_owned(), Vec::new(), total).boxed(),
+        );
+        return Ok(Attempt::Transient {
+            retry_after,
+            fallback: Ok(response),
+        });
+    }
+    if status == StatusCode::OK && sse {
+        let mut prefix = Vec::new();
+        let mut seen = 0usize;
+        let mut scanner = crate::upstream::sse::SseScanner::new();
+        let mut first_data: Option<String> = None;
+        while first_data.is_none() && seen < SSE_PEEK_MAX {
+            let remaining = deadline
+                .saturating_duration_since(Instant::now())
+                .max(ready.config.stream_idle_timeout);
+            let chunk = match tokio::time::timeout(remaining, upstream.chunk()).await {
+                Ok(Ok(Some(chunk))) => chunk,
+                // End, a broken stream or a stall: what was read is passed
+                // on and the body reports the rest as usual.
+                _ => break,
+            };
+            seen += chunk.len();
+            scanner.feed(&chunk, |event| {
+                if first_data.is_none() {
+                    first_data = Some(event.data.into_owned());
+                }
+            });
+            prefix.push(chunk);
+        }
+        if let Some(error) = first_data
+            .as_deref()
+            .and_then(|data| error_object(data.as_bytes()))
+        {
+            return Ok(error_in_200(error, retry_set));
+        }
+        let body = UpstreamBody::new(upstream, true, request_id.to_owned(), prefix, total).boxed();
+        return Ok(Attempt::Done(build(status, headers, body), true));
+    }
+    let small_json = content_type.contains("json")
+        && upstream
+            .content_length()
+            .is_none_or(|len| len <= INSPECTED_JSON_MAX);
+    if status == StatusCode::OK && small_json {
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(ready.config.stream_idle_timeout);
+        let bytes = match tokio::time::timeout(remaining, read_capped(&mut upstream)).await {
+            Ok(Ok(Some(bytes))) => bytes,
+            Ok(Ok(None)) => {
+                // Larger than announced: stream the rest untouched.
+                return Ok(Attempt::Done(
+                    build(
+                        status,
+                        headers,
+                        UpstreamBody::new(
+                            upstream,
+                            false,
+                            request_id.to_owned(),
+                            Vec::new(),
+                            total,
+                        )
+                        .boxed(),
+                    ),
+                    false,
                 ));
             }
-            Ok(Ok(response)) => response,
+            Ok(Err(_)) => {
+                return Err(Error::UpstreamUnreachable {
+                    stage: "api",
+                    host: String::new(),
+                    cause: crate::error::TransportCause::Other,
+                });
+            }
+            Err(_) => {
+                return Err(Error::UpstreamTimeout {
+                    stage: "reading the answer",
+                    seconds: ready.config.timeout.as_secs(),
+                });
+            }
         };
-        if response.status() == http::StatusCode::UNAUTHORIZED && !retried_after_401 {
-            // The token expired or was revoked early: fetch a new one and
-            // try once more; nothing has reached the client yet.
-            tracing::info!(
-                generation = token.generation,
-                "GigaChat answered 401; refreshing the token and retrying once"
-            );
-            ready.tokens.invalidate(token.generation);
-            retried_after_401 = true;
-            continue;
+        if let Some(error) = error_object(&bytes) {
+            return Ok(error_in_200(error, retry_set));
         }
-        return Ok(client_response(response, request_id));
+        *usage = crate::observe::usage_in(&bytes);
+        return Ok(Attempt::Done(
+            build(status, headers, crate::body::full(bytes)),
+            false,
+        ));
     }
+    let body = UpstreamBody::new(upstream, sse, request_id.to_owned(), Vec::new(), total).boxed();
+    Ok(Attempt::Done(build(status, headers, body), sse))
+}
+
+/// Reads a body whole if it stays within [`INSPECTED_JSON_MAX`]; `None`
+/// (with the bytes read so far lost) never happens for GigaChat's JSON
+/// answers, which announce their length.
+async fn read_capped(upstream: &mut reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
+    let mut collected = Vec::new();
+    while let Some(chunk) = upstream.chunk().await? {
+        if collected.len() + chunk.len() > INSPECTED_JSON_MAX as usize {
+            return Ok(None);
+        }
+        if collected.is_empty()
+            && upstream
+                .content_length()
+                .is_some_and(|len| len as usize == chunk.len())
+        {
+            return Ok(Some(chunk));
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(collected)))
+}
+
+struct ErrorObject {
+    status: StatusCode,
+    body: Bytes,
+}
+
+/// `{"status": 4xx|5xx, "message": "…"}` where an answer should be.
+fn error_object(json: &[u8]) -> Option<ErrorObject> {
+    #[derive(Deserialize)]
+    struct Shape {
+        status: u16,
+        message: serde::de::IgnoredAny,
+    }
+    let shape: Shape = serde_json::from_slice(json).ok()?;
+    let _ = shape.message;
+    let status = StatusCode::from_u16(shape.status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())?;
+    Some(ErrorObject {
+        status,
+        body: Bytes::copy_from_slice(json),
+    })
+}
+
+fn error_in_200(error: ErrorObject, retry_set: &[u16]) -> Attempt {
+    tracing::warn!(
+        status = error.status.as_u16(),
+        "GigaChat answered 200 with an error object; answering with its status"
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, crate::body::JSON);
+    let response = build(error.status, headers, crate::body::full(error.body));
+    if retry_set.contains(&error.status.as_u16()) {
+        Attempt::Transient {
+            retry_after: None,
+            fallback: Ok(response),
+        }
+    } else {
+        Attempt::Done(response, false)
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds.min(60)))
+}
+
+/// GigaChat's headers for the client: hop-by-hop ones, cookies and its
+/// Sber-only CORS dropped; SSE marked so no proxy or CDN buffers it.
+fn client_headers(upstream: &reqwest::header::HeaderMap, sse: bool) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
+    for (name, value) in upstream {
+        if crate::headers::is_forwarded_to_client(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(upstream_id) = upstream.get("x-request-id") {
+        headers.insert(UPSTREAM_REQUEST_ID, upstream_id.clone());
+    }
+    if sse {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    }
+    headers
+}
+
+fn build(status: StatusCode, headers: HeaderMap, body: ProxyBody) -> Response<ProxyBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 async fn read_body<B>(body: B, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error>
@@ -114,32 +510,64 @@ where
     }
 }
 
-/// GigaChat's status and body unchanged (a 422 `{status, message}` stays
-/// that); headers filtered; SSE marked so no proxy or CDN buffers it.
-fn client_response(upstream: reqwest::Response, request_id: &HeaderValue) -> Response<ProxyBody> {
-    let status = upstream.status();
-    let mut headers = HeaderMap::with_capacity(upstream.headers().len() + 3);
-    for (name, value) in upstream.headers() {
-        if crate::headers::is_forwarded_to_client(name) {
-            headers.append(name.clone(), value.clone());
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn only_side_effect_free_calls_are_repeated() {
+        assert!(is_safe_to_repeat(&Method::GET, "files/abc/content"));
+        assert!(is_safe_to_repeat(&Method::POST, "chat/completions"));
+        assert!(is_safe_to_repeat(&Method::POST, "v2/chat/completions"));
+        assert!(is_safe_to_repeat(&Method::POST, "v1/embeddings"));
+        assert!(!is_safe_to_repeat(&Method::POST, "files"));
+        assert!(!is_safe_to_repeat(&Method::POST, "files/abc/delete"));
+        assert!(!is_safe_to_repeat(&Method::DELETE, "files/abc"));
+    }
+
+    #[test]
+    fn error_objects_are_recognised_only_in_their_shape() {
+        let found = error_object(br#"{"status":429,"message":"Too many requests"}"#).unwrap();
+        assert_eq!(found.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(error_object(br#"{"choices":[],"usage":{}}"#).is_none());
+        assert!(error_object(br#"{"status":200,"message":"Function is valid"}"#).is_none());
+        assert!(error_object(br#"[{"object":"tokens","tokens":2}]"#).is_none());
+        assert!(error_object(b"data").is_none());
+    }
+
+    #[test]
+    fn request_summary_reads_model_and_stream_only_from_json() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let summary = RequestSummary::of(
+            &headers,
+            br#"{"messages":[{"role":"user","content":"x"}],"model":"GigaChat-2","stream":true}"#,
+        );
+        assert_eq!(summary.model.as_deref(), Some("GigaChat-2"));
+        assert!(summary.stream);
+        let summary = RequestSummary::of(&headers, b"{not json");
+        assert!(!summary.stream && summary.model.is_none());
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=x"),
+        );
+        assert!(!RequestSummary::of(&headers, br#"{"stream":true}"#).stream);
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_within_jitter() {
+        let policy = crate::config::RetryPolicy::default();
+        for retry in 0..3 {
+            let base = Duration::from_millis(500) * (1 << retry);
+            let delay = backoff(&policy, retry);
+            assert!(
+                delay >= base && delay <= base + base / 2,
+                "{retry}: {delay:?}"
+            );
         }
     }
-    if let Some(upstream_id) = upstream.headers().get("x-request-id") {
-        headers.insert(UPSTREAM_REQUEST_ID, upstream_id.clone());
-    }
-    let sse = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-    if sse {
-        headers.remove(header::CONTENT_LENGTH);
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
-    }
-    let request_id = request_id.to_str().unwrap_or_default().to_owned();
-    let body = UpstreamBody::new(upstream, sse, request_id).boxed();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
 }

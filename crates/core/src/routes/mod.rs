@@ -5,8 +5,6 @@ pub mod api;
 pub mod health;
 pub mod oauth;
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
@@ -14,6 +12,9 @@ use crate::Proxy;
 use crate::body::{BoxError, ProxyBody};
 use crate::cors::{Cors, Verdict};
 use crate::error::Error;
+use crate::limits::{StreamLease, UpstreamPermit};
+use crate::observe::{RequestLog, TrackedBody};
+use http_body_util::BodyExt;
 
 pub const API_PREFIX: &str = "/api/gigachat-api/";
 pub const OAUTH_PATH: &str = "/api/gigachat-oauth";
@@ -26,11 +27,14 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let started = Instant::now();
     let request_id = request_id(&request);
-    let request_id_text = request_id.to_str().unwrap_or_default().to_owned();
     let method = request.method().clone();
     let route = Route::of(request.uri().path());
+    let mut log = RequestLog::new(
+        request_id.to_str().unwrap_or_default().to_owned(),
+        route.name(),
+        method.clone(),
+    );
     // CORS comes first: a preflight carries no credentials, so it must be
     // answered before authentication and rate limits look at it.
     let cors = proxy
@@ -44,40 +48,61 @@ where
             let mut response = Response::new(crate::body::empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
             cors.apply_preflight(origin.clone(), response.headers_mut());
-            Ok(response)
+            Ok(Answer::from(response))
         }
-        _ if method == Method::OPTIONS => Ok(options_response()),
+        _ if method == Method::OPTIONS => Ok(Answer::from(options_response())),
         _ => match route {
-            Route::Health => health::handle(proxy, &request),
-            Route::OAuth => oauth::handle(proxy, &request).await,
-            Route::Api => api::handle(proxy, request, &request_id).await,
+            Route::Health => health::handle(proxy, &request).map(Answer::from),
+            Route::OAuth => oauth::handle(proxy, &request, &mut log)
+                .await
+                .map(Answer::from),
+            Route::Api => api::handle(proxy, request, &request_id, &mut log).await,
             Route::None => Err(Error::RouteNotFound),
         },
     };
-    let mut response = match result {
-        Ok(response) => response,
+    let answer = match result {
+        Ok(answer) => answer,
         Err(err) => {
             if err.status().is_server_error() {
-                tracing::warn!(request_id = %request_id_text, route = route.name(), error = %err, "request failed");
+                tracing::warn!(request_id = %log.request_id, route = route.name(), error = %err, "request failed");
             }
-            err.into_response(&request_id_text)
+            log.error_code = Some(err.code());
+            if matches!(err, Error::RateLimited(_) | Error::TooManyStreams { .. }) {
+                log.rate_limit = "limited";
+            }
+            Answer::from(err.into_response(&log.request_id))
         }
     };
+    let (mut parts, body) = answer.response.into_parts();
     if let Some((cors, verdict)) = &cors
         && !preflight
     {
-        cors.apply(verdict, response.headers_mut());
+        cors.apply(verdict, &mut parts.headers);
     }
-    tracing::info!(
-        request_id = %request_id_text,
-        route = route.name(),
-        method = %method,
-        status = response.status().as_u16(),
-        latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
-        "request"
-    );
-    response.headers_mut().insert(REQUEST_ID, request_id);
-    response
+    parts.headers.insert(REQUEST_ID, request_id);
+    log.status = parts.status.as_u16();
+    log.stream = answer.sse;
+    let body = TrackedBody::new(body, log, answer.sse, answer.lease, answer.permit);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// A handler's answer, with what must live as long as its body.
+pub(crate) struct Answer {
+    pub response: Response<ProxyBody>,
+    pub sse: bool,
+    pub lease: Option<StreamLease>,
+    pub permit: Option<UpstreamPermit>,
+}
+
+impl From<Response<ProxyBody>> for Answer {
+    fn from(response: Response<ProxyBody>) -> Self {
+        Self {
+            response,
+            sse: false,
+            lease: None,
+            permit: None,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]

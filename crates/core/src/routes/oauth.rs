@@ -19,6 +19,7 @@ use crate::error::Error;
 pub(crate) async fn handle<B>(
     proxy: &Proxy,
     request: &Request<B>,
+    log: &mut crate::observe::RequestLog,
 ) -> Result<Response<ProxyBody>, Error> {
     if *request.method() != Method::POST {
         return Err(Error::MethodNotAllowed { allowed: "POST" });
@@ -33,17 +34,29 @@ pub(crate) async fn handle<B>(
         .access
         .identify_for_minting(request.headers(), client_ip)
         .await?;
+    log.set_identity(&identity.key);
+    // Minting counts against the caller's budget like any request, so
+    // fresh sessions cannot be farmed.
+    let limit = ready
+        .limiter
+        .check_request(&identity.key, identity.anonymous)
+        .await?;
     let subject = if identity.anonymous {
         crate::session::ANONYMOUS
     } else {
         identity.key.as_str()
     };
     let minted = ready.sessions.mint(subject)?;
-    Ok(json_response(
+    let mut response = json_response(
         StatusCode::OK,
         &json!({
             "access_token": minted.access_token.expose(),
             "expires_at": minted.expires_at_ms,
         }),
-    ))
+    );
+    if let Some(info) = limit {
+        log.rate_limit = "allowed";
+        info.apply(response.headers_mut());
+    }
+    Ok(response)
 }

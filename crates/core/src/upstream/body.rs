@@ -3,13 +3,16 @@
 //!
 //! Nothing is parsed or copied on the way; each upstream chunk becomes one
 //! client frame, so an SSE event reaches the browser when GigaChat sends it.
-//! What this adds is the ending: if the upstream connection breaks after an
-//! SSE stream has started, the client gets a final `data: {"error": …}`
-//! event and a clean end instead of a hang or a bare reset, which browsers'
-//! `EventSource`/`fetch` readers report poorly.
+//! What this adds is the ending: if the upstream connection breaks, stalls
+//! past the idle timeout, or the whole answer outlives the total timeout
+//! after an SSE stream has started, the client gets a final
+//! `data: {"error": …}` event and a clean end instead of a hang or a bare
+//! reset, which browsers' `fetch` readers report poorly.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -18,19 +21,50 @@ use serde_json::json;
 use crate::body::BoxError;
 
 pub struct UpstreamBody {
+    /// Chunks already read (to look at the first event) and not yet sent.
+    prefix: VecDeque<Bytes>,
     inner: reqwest::Body,
     sse: bool,
     finished: bool,
     request_id: String,
+    deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl UpstreamBody {
-    pub fn new(response: reqwest::Response, sse: bool, request_id: String) -> Self {
+    pub fn new(
+        response: reqwest::Response,
+        sse: bool,
+        request_id: String,
+        prefix: Vec<Bytes>,
+        total: Duration,
+    ) -> Self {
         Self {
+            prefix: prefix.into(),
             inner: reqwest::Body::from(response),
             sse,
             finished: false,
             request_id,
+            deadline: Box::pin(tokio::time::sleep(total)),
+        }
+    }
+
+    fn fail(
+        &mut self,
+        message: &'static str,
+        code: &'static str,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finished = true;
+        tracing::warn!(request_id = %self.request_id, code, "upstream answer ended with an error");
+        if self.sse {
+            Poll::Ready(Some(Ok(Frame::data(sse_error_event(
+                message,
+                code,
+                &self.request_id,
+            )))))
+        } else {
+            // Without a framing of its own, a non-SSE body can only signal
+            // the failure by breaking off.
+            Poll::Ready(Some(Err(message.into())))
         }
     }
 }
@@ -62,33 +96,23 @@ impl Body for UpstreamBody {
         if self.finished {
             return Poll::Ready(None);
         }
+        if let Some(chunk) = self.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return self.fail(
+                "the answer took longer than GIGACHAT_PROXY_TOTAL_TIMEOUT",
+                "upstream_timeout",
+            );
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(Some(Err(err))) => {
-                self.finished = true;
-                let (message, code) = if err.is_timeout() {
-                    (
-                        "GigaChat stopped sending in the middle of the answer (idle timeout)",
-                        "upstream_timeout",
-                    )
-                } else {
-                    (
-                        "the connection to GigaChat broke in the middle of the answer",
-                        "upstream_stream_broken",
-                    )
-                };
-                tracing::warn!(request_id = %self.request_id, code, "upstream stream ended with an error");
-                if self.sse {
-                    Poll::Ready(Some(Ok(Frame::data(sse_error_event(
-                        message,
-                        code,
-                        &self.request_id,
-                    )))))
-                } else {
-                    // Without a framing of its own, a non-SSE body can only
-                    // signal the failure by breaking off.
-                    Poll::Ready(Some(Err(message.into())))
-                }
+            Poll::Ready(Some(Err(err))) if err.is_timeout() => self.fail(
+                "GigaChat stopped sending in the middle of the answer (GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT)",
+                "upstream_timeout",
+            ),
+            Poll::Ready(Some(Err(_))) => {
+                self.fail("the connection to GigaChat broke in the middle of the answer", "upstream_stream_broken")
             }
             Poll::Ready(None) => {
                 self.finished = true;
@@ -99,11 +123,11 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished || self.inner.is_end_stream()
+        self.finished || (self.prefix.is_empty() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.sse {
+        if self.sse || !self.prefix.is_empty() {
             SizeHint::default()
         } else {
             self.inner.size_hint()

@@ -1,0 +1,231 @@
+//! What the operator sees of each request: one log line, written when the
+//! answer is finished (for a stream: when its last byte went out, or when
+//! the client left), so it can carry what only the end knows — the token
+//! usage from a stream's last chunk, whether it completed, how long it took.
+//!
+//! The line never contains message content, credentials, tokens or
+//! cookies: identities are hashed, and nothing from bodies is logged but
+//! the model name and token counts.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::body::{BoxError, ProxyBody};
+use crate::limits::{StreamLease, UpstreamPermit};
+use crate::upstream::sse::SseScanner;
+
+/// Token usage, in either of GigaChat's shapes (v1 `prompt/completion`,
+/// v2 `input/output`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(alias = "input_tokens")]
+    pub prompt_tokens: u64,
+    #[serde(alias = "output_tokens")]
+    pub completion_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    usage: Option<Usage>,
+}
+
+/// Reads `usage` out of a JSON document (a chat answer or one stream chunk).
+pub fn usage_in(json: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<WithUsage>(json).ok()?.usage
+}
+
+/// The fields of one request's log line, filled in as the request goes.
+pub struct RequestLog {
+    pub request_id: String,
+    pub route: &'static str,
+    pub method: Method,
+    started: Instant,
+    pub status: u16,
+    pub identity: Option<String>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub upstream_ms: Option<f64>,
+    pub retries: u32,
+    pub rate_limit: &'static str,
+    pub error_code: Option<&'static str>,
+    pub usage: Option<Usage>,
+    first_byte_ms: Option<f64>,
+    completed: bool,
+}
+
+impl RequestLog {
+    pub fn new(request_id: String, route: &'static str, method: Method) -> Self {
+        Self {
+            request_id,
+            route,
+            method,
+            started: Instant::now(),
+            status: 0,
+            identity: None,
+            model: None,
+            stream: false,
+            upstream_ms: None,
+            retries: 0,
+            rate_limit: "off",
+            error_code: None,
+            usage: None,
+            first_byte_ms: None,
+            completed: false,
+        }
+    }
+
+    /// Keeps the identity in logs linkable across requests without
+    /// recording who it is (an API key id, a user id, an IP address).
+    pub fn set_identity(&mut self, key: &str) {
+        let digest = Sha256::digest(key.as_bytes());
+        self.identity = Some(digest[..6].iter().map(|b| format!("{b:02x}")).collect());
+    }
+
+    pub fn elapsed_ms(&self) -> f64 {
+        self.started.elapsed().as_micros() as f64 / 1000.0
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let (prompt_tokens, completion_tokens) = self.usage.map_or((None, None), |u| {
+            (Some(u.prompt_tokens), Some(u.completion_tokens))
+        });
+        tracing::info!(
+            target: "gigachat_proxy::access",
+            request_id = %self.request_id,
+            route = self.route,
+            method = %self.method,
+            status = self.status,
+            latency_ms = self.elapsed_ms(),
+            upstream_ms = self.upstream_ms,
+            first_byte_ms = self.first_byte_ms,
+            stream = self.stream,
+            completed = self.completed,
+            model = self.model.as_deref(),
+            prompt_tokens,
+            completion_tokens,
+            identity = self.identity.as_deref(),
+            retries = self.retries,
+            rate_limit = self.rate_limit,
+            error = self.error_code,
+            "request"
+        );
+    }
+}
+
+/// The response body as sent: the inner body, plus what must live exactly
+/// as long as it does — the log line, the stream's rate-limit lease and the
+/// upstream concurrency permit — and, for SSE, an inspector that picks the
+/// token usage out of the chunks as they pass.
+pub struct TrackedBody {
+    inner: ProxyBody,
+    log: RequestLog,
+    sse: Option<SseScanner>,
+    _lease: Option<StreamLease>,
+    _permit: Option<UpstreamPermit>,
+}
+
+impl TrackedBody {
+    pub fn new(
+        inner: ProxyBody,
+        log: RequestLog,
+        sse: bool,
+        lease: Option<StreamLease>,
+        permit: Option<UpstreamPermit>,
+    ) -> Self {
+        Self {
+            inner,
+            log,
+            sse: sse.then(SseScanner::new),
+            _lease: lease,
+            _permit: permit,
+        }
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.log.first_byte_ms.is_none() {
+                    this.log.first_byte_ms = Some(this.log.elapsed_ms());
+                }
+                if let (Some(scanner), Some(data)) = (&mut this.sse, frame.data_ref()) {
+                    let usage = &mut this.log.usage;
+                    scanner.feed(data, |event| {
+                        // Only the chunk that carries usage is parsed.
+                        if event.data.contains("\"usage\"")
+                            && let Some(found) = usage_in(event.data.as_bytes())
+                        {
+                            *usage = Some(found);
+                        }
+                    });
+                }
+            }
+            Poll::Ready(None) => this.log.completed = true,
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn usage_is_read_in_both_gigachat_shapes() {
+        let v1 = br#"{"choices":[],"usage":{"prompt_tokens":17,"completion_tokens":3,"total_tokens":20,"precached_prompt_tokens":2}}"#;
+        assert_eq!(
+            usage_in(v1),
+            Some(Usage {
+                prompt_tokens: 17,
+                completion_tokens: 3
+            })
+        );
+        let v2 = br#"{"finish_reason":"stop","usage":{"input_tokens":19,"input_tokens_details":{"prompt_tokens":19,"cached_tokens":0},"output_tokens":2,"total_tokens":21}}"#;
+        assert_eq!(
+            usage_in(v2),
+            Some(Usage {
+                prompt_tokens: 19,
+                completion_tokens: 2
+            })
+        );
+        assert_eq!(usage_in(b"{\"choices\":[]}"), None);
+        assert_eq!(usage_in(b"not json"), None);
+    }
+
+    #[test]
+    fn identities_are_hashed() {
+        let mut log = RequestLog::new("r".into(), "api", Method::GET);
+        log.set_identity("ip:203.0.113.7");
+        let hashed = log.identity.clone().unwrap();
+        assert_eq!(hashed.len(), 12);
+        assert!(!hashed.contains("203"));
+    }
+}

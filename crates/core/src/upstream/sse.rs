@@ -1,0 +1,209 @@
+//! A small incremental Server-Sent Events reader, used only to *look at* a
+//! stream as it passes (token usage for logs and metrics, an error object
+//! where a chunk should be); the bytes themselves are forwarded untouched.
+//!
+//! It follows the SSE spec where parsers commonly go wrong: events split
+//! across TCP chunks (even inside `": "` or a UTF-8 character), `\r\n` and
+//! `\r` line ends, `:` comment lines, multi-line `data:`, named `event:`s.
+//! Memory is bounded: an event larger than [`MAX_EVENT_BYTES`] switches
+//! inspection off for the rest of the stream instead of growing a buffer.
+
+use std::borrow::Cow;
+
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// One complete event.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SseEvent<'a> {
+    pub event: Option<Cow<'a, str>>,
+    pub data: Cow<'a, str>,
+}
+
+#[derive(Default)]
+pub struct SseScanner {
+    /// Bytes of the event in progress (only the unfinished tail is kept).
+    pending: Vec<u8>,
+    /// Where in `pending` a line ending was last looked for.
+    scanned: usize,
+    overflowed: bool,
+}
+
+impl SseScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True once an oversized event made the scanner give up.
+    pub fn gave_up(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Feeds the next chunk and calls `on_event` for every event it
+    /// completes.
+    pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
+        if self.overflowed {
+            return;
+        }
+        self.pending.extend_from_slice(chunk);
+        loop {
+            let Some(end) = find_event_end(&self.pending, self.scanned) else {
+                self.scanned = self.pending.len().saturating_sub(3);
+                break;
+            };
+            let (event_len, separator_len) = end;
+            if let Some(event) = parse_event(&self.pending[..event_len]) {
+                on_event(event);
+            }
+            self.pending.drain(..event_len + separator_len);
+            self.scanned = 0;
+        }
+        if self.pending.len() > MAX_EVENT_BYTES {
+            self.overflowed = true;
+            self.pending = Vec::new();
+        }
+    }
+}
+
+/// Finds the blank line that ends an event: returns (event length,
+/// separator length). Line ends may be `\n`, `\r\n` or `\r`.
+fn find_event_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while i < bytes.len() {
+        let (first_len, ok) = match bytes[i] {
+            b'\n' => (1, true),
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => (2, true),
+            // A lone `\r` at the very end may be the first half of `\r\n`.
+            b'\r' if i + 1 == bytes.len() => return None,
+            b'\r' => (1, true),
+            _ => (0, false),
+        };
+        if ok {
+            let next = i + first_len;
+            let second_len = match bytes.get(next) {
+                Some(b'\n') => 1,
+                Some(b'\r') if bytes.get(next + 1) == Some(&b'\n') => 2,
+                Some(b'\r') if next + 1 == bytes.len() => return None,
+                Some(b'\r') => 1,
+                _ => 0,
+            };
+            if second_len > 0 {
+                return Some((i, first_len + second_len));
+            }
+            // A single line end at position 0 (a stream starting with a
+            // blank line) also ends an (empty) event.
+            if i == 0 {
+                return Some((0, first_len));
+            }
+            i = next;
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
+fn parse_event(block: &[u8]) -> Option<SseEvent<'_>> {
+    let text = String::from_utf8_lossy(block);
+    let mut event: Option<String> = None;
+    let mut data: Option<String> = None;
+    for line in text.split(['\n', '\r']) {
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => event = Some(value.to_owned()),
+            "data" => match &mut data {
+                Some(existing) => {
+                    existing.push('\n');
+                    existing.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            },
+            _ => {}
+        }
+    }
+    let data = data?;
+    Some(SseEvent {
+        event: event.map(Cow::Owned),
+        data: Cow::Owned(data),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn collect(chunks: &[&[u8]]) -> Vec<(Option<String>, String)> {
+        let mut scanner = SseScanner::new();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            scanner.feed(chunk, |e| {
+                events.push((e.event.map(|s| s.into_owned()), e.data.into_owned()))
+            });
+        }
+        events
+    }
+
+    const GIGACHAT_V1: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a: b\",\"role\":\"assistant\"},\"index\":0}]}\n\ndata: {\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn whole_stream_in_one_chunk() {
+        let events = collect(&[GIGACHAT_V1.as_bytes()]);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].1, "[DONE]");
+        assert!(events[0].1.contains("\"a: b\""));
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_events() {
+        let bytes = GIGACHAT_V1.as_bytes();
+        let whole = collect(&[bytes]);
+        for split in 0..bytes.len() {
+            assert_eq!(
+                collect(&[&bytes[..split], &bytes[split..]]),
+                whole,
+                "split at {split}"
+            );
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(collect(&singles), whole);
+    }
+
+    #[test]
+    fn named_events_comments_crlf_and_multiline_data() {
+        let text = ": keep-alive\r\n\r\nevent: response.message.delta\r\ndata: {\"x\":1}\r\n\r\ndata: line one\ndata: line two\n\nevent: response.message.done\rdata: {}\r\r";
+        let events = collect(&[text.as_bytes()]);
+        assert_eq!(
+            events,
+            vec![
+                (Some("response.message.delta".into()), "{\"x\":1}".into()),
+                (None, "line one\nline two".into()),
+                (Some("response.message.done".into()), "{}".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_multibyte_character_split_across_chunks_survives() {
+        let text = "data: Привет\n\n".as_bytes();
+        let events = collect(&[&text[..8], &text[8..]]);
+        assert_eq!(events, vec![(None, "Привет".into())]);
+    }
+
+    #[test]
+    fn oversized_events_switch_inspection_off() {
+        let mut scanner = SseScanner::new();
+        let big = vec![b'x'; MAX_EVENT_BYTES + 10];
+        let mut count = 0;
+        scanner.feed(b"data: ", |_| count += 1);
+        scanner.feed(&big, |_| count += 1);
+        scanner.feed(b"\n\ndata: after\n\n", |_| count += 1);
+        assert!(scanner.gave_up());
+        assert_eq!(count, 0);
+    }
+}
