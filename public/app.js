@@ -433,6 +433,9 @@
         ids = (Array.isArray(body && body.data) ? body.data : [])
           .filter((m) => m && typeof m.id === 'string' && (!m.type || m.type === 'chat'))
           .map((m) => m.id);
+      } else {
+        // Read it anyway, so the connection is released.
+        await response.text();
       }
     } catch {
       /* the fallback below */

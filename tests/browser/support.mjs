@@ -216,8 +216,9 @@ export class Recorder {
     });
     context.on('response', (response) => {
       const capture = this.#capture(response);
-      this.pending.add(capture);
-      capture.finally(() => this.pending.delete(capture));
+      const entry = { capture, url: `${response.status()} ${response.request().method()} ${response.url()} (${response.request().headers().authorization ? 'with' : 'no'} auth)` };
+      this.pending.add(entry);
+      capture.finally(() => this.pending.delete(entry));
     });
     context.on('console', (message) => {
       this.items.push({ what: `console ${message.type()}`, text: message.text() });
@@ -248,8 +249,11 @@ export class Recorder {
   async settle(timeout = 15_000) {
     const deadline = Date.now() + timeout;
     while (this.pending.size) {
-      if (Date.now() > deadline) throw new Error(`${this.pending.size} response bodies still pending after ${timeout} ms`);
-      await Promise.race([Promise.allSettled([...this.pending]), delay(100)]);
+      if (Date.now() > deadline) {
+        const urls = [...this.pending].map((entry) => entry.url).join(', ');
+        throw new Error(`response bodies still pending after ${timeout} ms: ${urls}`);
+      }
+      await Promise.race([Promise.allSettled([...this.pending].map((entry) => entry.capture)), delay(100)]);
     }
   }
 

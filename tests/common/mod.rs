@@ -223,3 +223,21 @@ pub fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
         );
     }
 }
+
+/// `n` distinct loopback ports that were free a moment ago, for servers that
+/// another process (a browser test's page server, say) will listen on. All
+/// are bound at once, so none is handed out twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// The emulator's root URL (its control surface is under `/_emulator/`).
+pub fn emulator_url(emulator: &Emulator) -> String {
+    format!("http://{}", emulator.addr())
+}

@@ -163,6 +163,10 @@ impl Body for TrackedBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                // hyper stops polling a body that says it has ended.
+                if this.inner.is_end_stream() {
+                    this.log.completed = true;
+                }
                 if this.log.first_byte_ms.is_none() {
                     this.log.first_byte_ms = Some(this.log.elapsed_ms());
                 }

@@ -29,9 +29,11 @@ mod oauth;
 mod server;
 mod sse;
 mod state;
+mod tls;
 mod util;
 
 pub use faults::Faults;
+pub use tls::EmulatorTls;
 
 use state::Shared;
 
@@ -128,6 +130,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Emulator {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// Serving HTTPS; the URLs then name `localhost`.
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -136,15 +140,39 @@ impl Emulator {
     /// Binds `addr` (use 127.0.0.1:0 for a random port) and serves in a
     /// spawned task until dropped or shut down.
     pub async fn start(config: EmulatorConfig, addr: SocketAddr) -> std::io::Result<Emulator> {
+        Self::start_inner(config, addr, None).await
+    }
+
+    /// Like [`Emulator::start`], but over HTTPS with `tls` (HTTP/2 and
+    /// HTTP/1.1 by ALPN). [`Emulator::base_url`] and
+    /// [`Emulator::auth_url`] then name the host `localhost`, so a client's
+    /// certificate name check is a real one: issue the server certificate
+    /// for `localhost` and bind a loopback address.
+    pub async fn start_tls(
+        config: EmulatorConfig,
+        addr: SocketAddr,
+        tls: EmulatorTls,
+    ) -> std::io::Result<Emulator> {
+        let acceptor = tls.acceptor()?;
+        Self::start_inner(config, addr, Some(acceptor)).await
+    }
+
+    async fn start_inner(
+        config: EmulatorConfig,
+        addr: SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Emulator> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server::serve(listener, Arc::clone(&shared), stopped));
-        tracing::debug!(%addr, "gigachat emulator started");
+        let https = tls.is_some();
+        let task = tokio::spawn(server::serve(listener, Arc::clone(&shared), tls, stopped));
+        tracing::debug!(%addr, https, "gigachat emulator started");
         Ok(Emulator {
             shared,
             addr,
+            tls: https,
             stop: Some(stop),
             task: Some(task),
         })
@@ -154,13 +182,22 @@ impl Emulator {
         self.addr
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` over TLS.
+    pub fn origin(&self) -> String {
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
     /// The legacy-style API base; clients append `/chat/completions` etc.
     pub fn base_url(&self) -> String {
-        format!("http://{}/api/v1", self.addr)
+        format!("{}/api/v1", self.origin())
     }
 
     pub fn auth_url(&self) -> String {
-        format!("http://{}/api/v2/oauth", self.addr)
+        format!("{}/api/v2/oauth", self.origin())
     }
 
     /// Live switches, shared with the server task.

@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::RecordedRequest;
 use crate::api::{self, Received};
@@ -127,12 +128,18 @@ pub(crate) async fn dispatch(shared: Arc<Shared>, req: Request<Incoming>) -> Res
     }
 }
 
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves until `stop` fires (or its sender is dropped), then shuts down
 /// gracefully: idle keep-alive connections close at once, in-flight
-/// responses get `GRACE` to finish.
+/// responses get `GRACE` to finish. With `tls`, every connection is a TLS
+/// one; the handshake runs in the connection's own task so a slow or broken
+/// client never holds up the accept loop.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -152,12 +159,37 @@ pub(crate) async fn serve(
                         let shared = Arc::clone(&shared);
                         async move { Ok::<_, Infallible>(dispatch(shared, req).await) }
                     });
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
+                    let builder = builder.clone();
+                    let watcher = graceful.watcher();
+                    let tls = tls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = conn.await {
+                        let result = match tls {
+                            None => {
+                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                            Some(acceptor) => {
+                                let stream = match tokio::time::timeout(
+                                    HANDSHAKE_TIMEOUT,
+                                    acceptor.accept(stream),
+                                )
+                                .await
+                                {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                };
+                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                watcher.watch(conn.into_owned()).await
+                            }
+                        };
+                        if let Err(e) = result {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                     });

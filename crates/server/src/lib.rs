@@ -68,8 +68,11 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("GIGACHAT_PROXY_LOG_FORMAT").is_ok_and(|v| v.trim() == "json");
+    // Colours only for a person at a terminal, not for log files or pipes.
+    let colors = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colors)
         .with_writer(std::io::stderr);
     let result = if json {
         builder.json().try_init()

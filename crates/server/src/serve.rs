@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gigachat_proxy_core::Proxy;
+use gigachat_proxy_core::{ClientAddr, Proxy};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener, proxy: Proxy, shutdown: impl Future<Ou
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -61,8 +61,11 @@ pub async fn serve(listener: TcpListener, proxy: Proxy, shutdown: impl Future<Ou
         // Small SSE events must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
-        let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let service = service_fn(move |mut request: hyper::Request<Incoming>| {
             let proxy = proxy.clone();
+            // The socket peer is the client address rate limits key on
+            // (or the first trusted hop, see GIGACHAT_PROXY_TRUSTED_HOPS).
+            request.extensions_mut().insert(ClientAddr(peer.ip()));
             async move {
                 // The demo page (GET/HEAD on its exact paths); all else is the proxy's.
                 if let Some(response) = site::respond(&request) {

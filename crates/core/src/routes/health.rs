@@ -23,6 +23,11 @@ pub(crate) fn handle<B>(proxy: &Proxy, request: &Request<B>) -> Result<Response<
             "upstream": config.upstream_kind.as_str(),
             "scope": config.scope.as_str(),
             "platform": config.platform.as_str(),
+            "auth": match ready.access.mode() {
+                crate::access::AuthMode::Open => "open",
+                crate::access::AuthMode::Required => "required",
+            },
+            "limits": ready.limiter.backend(),
             "version": env!("CARGO_PKG_VERSION"),
         }),
     ))

@@ -2,22 +2,52 @@
 //!
 //! Built once per process (never per request) so connections and TLS
 //! sessions are reused across requests and across warm serverless
-//! invocations.
+//! invocations. The OAuth call goes through the same client: GigaChat's
+//! OAuth host needs the same Russian root and, for corporate keys, the same
+//! client certificate.
 
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::Error;
 
+use super::tls::{self, TlsConfig};
+
+/// The client with the default TLS settings (embedded Russian root plus the
+/// webpki roots, verification on, no client certificate).
 pub fn build(config: &Config) -> Result<reqwest::Client, Error> {
-    let root = super::tls::russian_trusted_root()
+    build_with_tls(config, &TlsConfig::default())
+}
+
+/// The client with `tls` applied on top of the embedded Russian root and
+/// the webpki roots. Only this client gets these settings: nothing else in
+/// the process (the Redis limiter, JWKS fetches) trusts the extra roots or
+/// skips verification.
+pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Client, Error> {
+    let root = tls::russian_trusted_root()
         .map_err(|_| Error::Internal("the embedded Russian Trusted Root CA does not parse"))?;
-    reqwest::Client::builder()
-        .add_root_certificate(root)
-        .connect_timeout(config.connect_timeout)
+    let mut builder = reqwest::Client::builder().add_root_certificate(root);
+    for cert in tls.extra_roots()? {
+        builder = builder.add_root_certificate(cert);
+    }
+    if let Some(identity) = tls.identity()? {
+        builder = builder.identity(identity);
+    }
+    if !tls.verify {
+        tracing::warn!(
+            variable = tls::VERIFY_SSL_CERTS,
+            "GIGACHAT_VERIFY_SSL_CERTS=false: TLS certificate verification toward GigaChat is OFF. \
+             Anyone on the network path can impersonate GigaChat and read the authorization key, \
+             the access tokens and every prompt. Use GIGACHAT_CA_BUNDLE_FILE to trust a corporate \
+             proxy's CA instead, and never run production like this."
+        );
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder
+        .connect_timeout(config.timeout.min(Duration::from_secs(10)))
         // Longest silence between two reads: bounds a stalled stream
         // without capping how long a healthy stream may run.
-        .read_timeout(config.stream_idle_timeout)
+        .read_timeout(config.timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)

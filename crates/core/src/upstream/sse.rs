@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn named_events_comments_crlf_and_multiline_data() {
-        let text = ": keep-alive\r\n\r\nevent: response.message.delta\r\ndata: {\"x\":1}\r\n\r\ndata: line one\ndata: line two\n\nevent: response.message.done\rdata: {}\r\r";
+        let text = ": keep-alive\r\n\r\nevent: response.message.delta\r\ndata: {\"x\":1}\r\n\r\ndata: line one\ndata: line two\n\nevent: response.message.done\rdata: {}\r\r: a trailing comment\n\n";
         let events = collect(&[text.as_bytes()]);
         assert_eq!(
             events,
