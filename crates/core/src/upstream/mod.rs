@@ -41,9 +41,13 @@ fn mentions_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(err) = current {
         let text = err.to_string().to_ascii_lowercase();
+        // rustls words: "invalid peer certificate: UnknownIssuer / certificate
+        // expired / not valid for name", and the peer's "received fatal
+        // alert: CertificateRequired" when GigaChat wants a client certificate.
         if text.contains("certificate")
             || text.contains("unknownissuer")
             || text.contains("tls handshake")
+            || text.contains("fatal alert")
         {
             return true;
         }
