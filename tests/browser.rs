@@ -73,8 +73,11 @@ fn missing_tools() -> Vec<String> {
         _ => missing.push("Node.js (`node` on PATH)".into()),
     }
     let dir = browser_dir();
-    let pinned = json_file(&dir.join("package.json"))
-        .and_then(|p| p["dependencies"]["playwright-core"].as_str().map(str::to_owned));
+    let pinned = json_file(&dir.join("package.json")).and_then(|p| {
+        p["dependencies"]["playwright-core"]
+            .as_str()
+            .map(str::to_owned)
+    });
     let installed = json_file(&dir.join("node_modules/playwright-core/package.json"))
         .and_then(|p| p["version"].as_str().map(str::to_owned));
     let lock_is_newer = match (
@@ -255,7 +258,11 @@ async fn the_demo_page_and_cors_in_headless_chromium() {
     let tests = summary_count(&run.output, "tests").unwrap_or(0);
     let passed = summary_count(&run.output, "pass").unwrap_or(0);
     assert!(tests >= 1, "node ran no test:\n{}", run.output);
-    assert_eq!(passed, tests, "not every browser test passed:\n{}", run.output);
+    assert_eq!(
+        passed, tests,
+        "not every browser test passed:\n{}",
+        run.output
+    );
     for name in ["fail", "skipped", "todo", "cancelled"] {
         assert_eq!(
             summary_count(&run.output, name),
@@ -342,4 +349,79 @@ async fn the_demo_page_is_served_by_the_local_server() {
         let response = s.http.get(s.proxy.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
     }
+}
+
+/// On Vercel the same `public/` is the project's static output: every file
+/// there is embedded in the local server (and only those), and `vercel.json`
+/// serves them with the local server's headers.
+#[test]
+fn vercel_serves_the_same_page_with_the_same_headers() {
+    use gigachat_proxy_server::site;
+
+    let mut on_disk: Vec<String> = std::fs::read_dir(repo_root().join("public"))
+        .unwrap()
+        .map(|e| format!("/{}", e.unwrap().file_name().into_string().unwrap()))
+        .collect();
+    on_disk.sort();
+    let mut embedded: Vec<String> = site::ASSETS
+        .iter()
+        .filter(|a| a.path != "/")
+        .map(|a| a.path.to_owned())
+        .collect();
+    embedded.sort();
+    assert_eq!(on_disk, embedded, "public/ and site::ASSETS differ");
+    for asset in site::ASSETS {
+        let file = if asset.path == "/" {
+            "/index.html"
+        } else {
+            asset.path
+        };
+        let bytes = std::fs::read(repo_root().join(format!("public{file}"))).unwrap();
+        assert_eq!(bytes, asset.body, "{file}");
+    }
+
+    let vercel = json_file(&repo_root().join("vercel.json")).unwrap();
+    assert_eq!(vercel["outputDirectory"], "public");
+    assert!(vercel["functions"]["api/**/*.rs"]["maxDuration"].is_number());
+    assert_eq!(vercel["rewrites"][0]["destination"], "/api/gigachat-api");
+    let rules = vercel["headers"].as_array().unwrap();
+    for asset in site::ASSETS {
+        let rule = rules
+            .iter()
+            .find(|rule| {
+                let source = rule["source"].as_str().unwrap();
+                source == asset.path
+                    || (asset.path != "/"
+                        && source.starts_with("/(")
+                        && source
+                            .trim_start_matches("/(")
+                            .trim_end_matches(')')
+                            .split('|')
+                            .any(|alt| alt.replace("\\.", ".") == asset.path[1..]))
+            })
+            .unwrap_or_else(|| panic!("no vercel.json headers rule for {}", asset.path));
+        let header = |name: &str| {
+            rule["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["key"] == name)
+                .and_then(|h| h["value"].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(
+            header("Content-Security-Policy"),
+            site::CONTENT_SECURITY_POLICY
+        );
+        assert_eq!(header("X-Content-Type-Options"), "nosniff");
+        assert_eq!(header("Cache-Control"), "no-cache");
+    }
+    let ignore = std::fs::read_to_string(repo_root().join(".vercelignore")).unwrap();
+    assert!(
+        !ignore
+            .lines()
+            .any(|l| l.trim_start_matches('/').starts_with("public")),
+        ".vercelignore must not drop public/ (the static output, and the local server embeds it)"
+    );
 }

@@ -319,12 +319,16 @@ test('(b) an allowed origin streams a reply cross-origin after a preflight', { t
     page.on('request', (request) => seen.push({ method: request.method(), url: request.url() }));
     const responses = [];
     page.on('response', (response) => responses.push(response));
-    // Chromium reports CORS preflights over the DevTools protocol as their own
-    // requests (type "Preflight"), whatever Playwright's events show.
+    // Playwright's request events do not include CORS preflights; Chromium
+    // reports them over the DevTools protocol (resource type "Preflight").
     const cdp = await page.context().newCDPSession(page);
     const preflights = [];
+    const preflightAnswers = [];
     cdp.on('Network.requestWillBeSent', (event) => {
       if (event.type === 'Preflight' || event.request.method === 'OPTIONS') preflights.push(event.request.url);
+    });
+    cdp.on('Network.responseReceived', (event) => {
+      if (event.type === 'Preflight') preflightAnswers.push(event.response);
     });
     await cdp.send('Network.enable');
 
@@ -354,6 +358,13 @@ test('(b) an allowed origin streams a reply cross-origin after a preflight', { t
     const sawPreflight =
       seen.some((r) => r.method === 'OPTIONS' && r.url === chatUrl) || preflights.some((url) => url === chatUrl);
     assert.ok(sawPreflight, `no OPTIONS preflight seen; requests: ${JSON.stringify(seen)}`);
+    const answer = preflightAnswers.find((r) => r.url === chatUrl);
+    assert.ok(answer, 'the preflight was answered');
+    const lower = Object.fromEntries(Object.entries(answer.headers).map(([k, v]) => [k.toLowerCase(), v]));
+    assert.ok(answer.status >= 200 && answer.status < 300, `preflight status ${answer.status}`);
+    assert.equal(lower['access-control-allow-origin'], env.allowedOrigin);
+    assert.match(lower['access-control-allow-headers'] || '', /x-request-id/i);
+    assert.match(lower['access-control-allow-methods'] || '', /POST/);
     const chatResponse = responses.find((r) => r.url() === chatUrl && r.request().method() === 'POST');
     assert.ok(chatResponse, 'the POST response was seen');
     const headers = await chatResponse.allHeaders();
@@ -373,6 +384,12 @@ test('(b) an allowed origin streams a reply cross-origin after a preflight', { t
 test('(c) a disallowed origin is blocked by the browser and nothing reaches GigaChat', { timeout: TEST_TIMEOUT }, async () => {
   await withPage('(c) disallowed origin', `${env.disallowedOrigin}/`, async (session) => {
     const { page } = session;
+    const cdp = await page.context().newCDPSession(page);
+    const preflightAnswers = [];
+    cdp.on('Network.responseReceived', (event) => {
+      if (event.type === 'Preflight') preflightAnswers.push(event.response);
+    });
+    await cdp.send('Network.enable');
     const firstItem = recorder.items.length;
     const chatsBefore = (await recordedRequests()).filter(isChat).length;
     const statsBefore = await emulatorStats();
@@ -385,6 +402,11 @@ test('(c) a disallowed origin is blocked by the browser and nothing reaches Giga
       requestId,
     });
     assert.equal(preflighted.error?.name, 'TypeError', `fetch did not reject: ${JSON.stringify(preflighted)}`);
+    // Its preflight was refused: no Access-Control-Allow-Origin, a 403.
+    const refused = await waitFor('the refused preflight', () => preflightAnswers.at(-1));
+    const refusedHeaders = Object.fromEntries(Object.entries(refused.headers).map(([k, v]) => [k.toLowerCase(), v]));
+    assert.equal(refusedHeaders['access-control-allow-origin'], undefined);
+    assert.equal(refused.status, 403);
 
     // A "simple" request (text/plain, no preflight): the browser sends it, so
     // the proxy itself must refuse it (403), or a foreign page could spend the
@@ -415,6 +437,7 @@ test('(c) a disallowed origin is blocked by the browser and nothing reaches Giga
         assert.notEqual(item.headers['access-control-allow-origin'], '*');
       }
     }
+    await cdp.detach();
   });
 });
 

@@ -14,6 +14,7 @@ pub mod cors;
 pub mod error;
 pub mod headers;
 pub mod limits;
+pub mod metrics;
 pub mod observe;
 pub mod path;
 pub mod routes;
@@ -109,6 +110,12 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         routes::dispatch(self, request).await
+    }
+
+    /// Every metric in the Prometheus text format (the local server's
+    /// `GET /metrics`).
+    pub fn metrics_text(&self) -> String {
+        metrics::render_prometheus()
     }
 
     pub(crate) fn ready(&self) -> Result<&Ready, Error> {

@@ -56,6 +56,12 @@ pub struct RequestLog {
     pub rate_limit: &'static str,
     pub error_code: Option<&'static str>,
     pub usage: Option<Usage>,
+    /// The proxy's own time before the response headers.
+    pub overhead_ms: Option<f64>,
+    /// The response cache's outcome (`hit`/`miss`), when it was consulted.
+    pub cache: Option<&'static str>,
+    /// Also write a CloudWatch EMF metrics line (on Lambda).
+    pub emf: bool,
     first_byte_ms: Option<f64>,
     completed: bool,
 }
@@ -76,6 +82,9 @@ impl RequestLog {
             rate_limit: "off",
             error_code: None,
             usage: None,
+            overhead_ms: None,
+            cache: None,
+            emf: false,
             first_byte_ms: None,
             completed: false,
         }
@@ -95,6 +104,29 @@ impl RequestLog {
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        let total_ms = self.elapsed_ms();
+        let sample = crate::metrics::Sample {
+            route: self.route,
+            status: self.status,
+            total_secs: total_ms / 1000.0,
+            upstream_secs: self.upstream_ms.map(|ms| ms / 1000.0),
+            overhead_secs: self.overhead_ms.map(|ms| ms / 1000.0),
+            first_byte_secs: self.first_byte_ms.map(|ms| ms / 1000.0),
+            error_code: self.error_code,
+            rate_limited: self.rate_limit == "limited",
+            cache: self.cache,
+            usage: self.usage,
+            retries: self.retries,
+            disconnected_stream: self.stream && !self.completed,
+        };
+        crate::metrics::record(&sample);
+        if self.emf {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            // stdout, one line: CloudWatch reads EMF from the function's output.
+            println!("{}", crate::metrics::emf_line(&sample, now_ms));
+        }
         let (prompt_tokens, completion_tokens) = self.usage.map_or((None, None), |u| {
             (Some(u.prompt_tokens), Some(u.completion_tokens))
         });
@@ -104,8 +136,9 @@ impl Drop for RequestLog {
             route = self.route,
             method = %self.method,
             status = self.status,
-            latency_ms = self.elapsed_ms(),
+            latency_ms = total_ms,
             upstream_ms = self.upstream_ms,
+            overhead_ms = self.overhead_ms,
             first_byte_ms = self.first_byte_ms,
             stream = self.stream,
             completed = self.completed,
@@ -115,6 +148,7 @@ impl Drop for RequestLog {
             identity = self.identity.as_deref(),
             retries = self.retries,
             rate_limit = self.rate_limit,
+            cache = self.cache,
             error = self.error_code,
             "request"
         );

@@ -6,7 +6,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use gigachat_emulator::{Credential, DEFAULT_CREDENTIALS, Emulator, EmulatorConfig};
+use gigachat_emulator::{Credential, DEFAULT_CREDENTIALS, Emulator, EmulatorConfig, EmulatorTls};
 
 const USAGE: &str = "\
 Usage: gigachat-emulator [options]
@@ -22,6 +22,10 @@ Options (each also readable from the environment variable in brackets):
   --chunk-delay-ms N         delay between SSE events [GIGACHAT_EMULATOR_CHUNK_DELAY_MS] (default 0)
   --concurrency-limit N      concurrent API requests per key, excess gets 429
                              [GIGACHAT_EMULATOR_CONCURRENCY_LIMIT] (default unlimited)
+  --tls-cert FILE            serve HTTPS with this PEM certificate chain, issued for
+                             localhost (the URLs then say https://localhost)
+                             [GIGACHAT_EMULATOR_TLS_CERT]; needs --tls-key
+  --tls-key FILE             its PEM private key [GIGACHAT_EMULATOR_TLS_KEY]
   -h, --help                 print this help
 ";
 
@@ -34,6 +38,8 @@ struct Options {
     token_ttl_secs: u64,
     chunk_delay_ms: u64,
     concurrency_limit: Option<usize>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -78,6 +84,8 @@ fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed
         concurrency_limit: env("GIGACHAT_EMULATOR_CONCURRENCY_LIMIT")
             .map(|v| number("GIGACHAT_EMULATOR_CONCURRENCY_LIMIT", &v))
             .transpose()?,
+        tls_cert: env("GIGACHAT_EMULATOR_TLS_CERT"),
+        tls_key: env("GIGACHAT_EMULATOR_TLS_KEY"),
     };
     let mut cli_credentials = Vec::new();
     let mut it = args.iter();
@@ -104,6 +112,8 @@ fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed
             "--token-ttl-secs" => opts.token_ttl_secs = number(flag, &value()?)?,
             "--chunk-delay-ms" => opts.chunk_delay_ms = number(flag, &value()?)?,
             "--concurrency-limit" => opts.concurrency_limit = Some(number(flag, &value()?)?),
+            "--tls-cert" => opts.tls_cert = Some(value()?),
+            "--tls-key" => opts.tls_key = Some(value()?),
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
@@ -112,6 +122,9 @@ fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed
     }
     if opts.credentials.is_empty() {
         opts.credentials.push(DEFAULT_CREDENTIALS.to_owned());
+    }
+    if opts.tls_cert.is_some() != opts.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".to_owned());
     }
     Ok(Parsed::Run(opts))
 }
@@ -187,15 +200,30 @@ async fn run(opts: Options) -> Result<(), String> {
         chunk_delay: Duration::from_millis(opts.chunk_delay_ms),
         concurrency_limit: opts.concurrency_limit,
     };
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => Some(EmulatorTls {
+            cert_chain_pem: std::fs::read(cert).map_err(|e| format!("--tls-cert: {e}"))?,
+            key_pem: std::fs::read(key).map_err(|e| format!("--tls-key: {e}"))?,
+            client_ca_pem: None,
+        }),
+        _ => None,
+    };
     let signals = Signals::install();
-    let emulator = Emulator::start(config, addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let emulator = match tls {
+        None => Emulator::start(config, addr).await,
+        Some(tls) => Emulator::start_tls(config, addr, tls).await,
+    }
+    .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = emulator.addr();
+    let scheme = if opts.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut out = std::io::stdout().lock();
     // Tests parse the port from this exact line when started with --port 0.
     let line = format!(
-        "gigachat-emulator listening on http://{bound} (base_url={}, auth_url={})",
+        "gigachat-emulator listening on {scheme}://{bound} (base_url={}, auth_url={})",
         emulator.base_url(),
         emulator.auth_url()
     );
@@ -317,6 +345,17 @@ mod tests {
         assert!(parse(&args(&["--port"]), &|_| None).is_err());
         assert!(parse(&args(&["--port", "x"]), &|_| None).is_err());
         assert!(parse(&args(&["--bogus"]), &|_| None).is_err());
+        assert!(parse(&args(&["--tls-cert", "c.pem"]), &|_| None).is_err());
+        let o = run_opts(
+            parse(&args(&["--tls-cert", "c.pem", "--tls-key=k.pem"]), &|_| {
+                None
+            })
+            .unwrap(),
+        );
+        assert_eq!(
+            (o.tls_cert.as_deref(), o.tls_key.as_deref()),
+            (Some("c.pem"), Some("k.pem"))
+        );
         assert_eq!(parse(&args(&["-h"]), &|_| None).unwrap(), Parsed::Help);
     }
 }

@@ -67,6 +67,9 @@ pub async fn serve(listener: TcpListener, proxy: Proxy, shutdown: impl Future<Ou
             // (or the first trusted hop, see GIGACHAT_PROXY_TRUSTED_HOPS).
             request.extensions_mut().insert(ClientAddr(peer.ip()));
             async move {
+                if request.method() == hyper::Method::GET && request.uri().path() == "/metrics" {
+                    return Ok::<_, Infallible>(metrics_response(&proxy));
+                }
                 // The demo page (GET/HEAD on its exact paths); all else is the proxy's.
                 if let Some(response) = site::respond(&request) {
                     tracing::debug!(path = request.uri().path(), "demo page asset");
@@ -111,4 +114,15 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// Prometheus scrape endpoint. Counts and timings only: no identities, no
+/// content, no secrets, so it needs no protection beyond the network's.
+fn metrics_response(proxy: &Proxy) -> hyper::Response<gigachat_proxy_core::ProxyBody> {
+    let mut response = hyper::Response::new(gigachat_proxy_core::body::full(proxy.metrics_text()));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }

@@ -21,6 +21,8 @@ pub const OAUTH_PATH: &str = "/api/gigachat-oauth";
 pub const HEALTH_PATH: &str = "/api/gigachat-health";
 
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
+const PROXY_OVERHEAD: http::HeaderName = http::HeaderName::from_static("x-proxy-overhead-ms");
 
 pub(crate) async fn dispatch<B>(proxy: &Proxy, request: Request<B>) -> Response<ProxyBody>
 where
@@ -80,6 +82,23 @@ where
         cors.apply(verdict, &mut parts.headers);
     }
     parts.headers.insert(REQUEST_ID, request_id);
+    // The proxy's own time so far, so users can check what it costs them
+    // (`Server-Timing` shows in browsers' dev tools).
+    let overhead_ms = log.elapsed_ms() - log.upstream_ms.unwrap_or(0.0);
+    log.overhead_ms = Some(overhead_ms);
+    let timing = match log.upstream_ms {
+        Some(upstream) => format!("proxy;dur={overhead_ms:.3}, upstream;dur={upstream:.3}"),
+        None => format!("proxy;dur={overhead_ms:.3}"),
+    };
+    if let Ok(value) = HeaderValue::try_from(timing) {
+        parts.headers.insert(SERVER_TIMING, value);
+    }
+    if let Ok(value) = HeaderValue::try_from(format!("{overhead_ms:.3}")) {
+        parts.headers.insert(PROXY_OVERHEAD, value);
+    }
+    log.emf = proxy
+        .config()
+        .is_some_and(|c| c.platform == crate::config::Platform::Lambda);
     log.status = parts.status.as_u16();
     log.stream = answer.sse;
     let body = TrackedBody::new(body, log, answer.sse, answer.lease, answer.permit);

@@ -24,9 +24,33 @@ pub fn build(config: &Config) -> Result<reqwest::Client, Error> {
 /// the process (the Redis limiter, JWKS fetches) trusts the extra roots or
 /// skips verification.
 pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Client, Error> {
+    apply_tls(reqwest::Client::builder(), tls)?
+        .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+        // Longest silence between two reads: bounds a stalled stream
+        // without capping how long a healthy stream may run.
+        .read_timeout(config.timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(60))
+        .http2_adaptive_window(true)
+        // A redirect from GigaChat is never expected; following one could
+        // carry the request (and its body) somewhere unintended.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("gigachat-proxy/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|_| Error::Internal("could not build the upstream HTTP client"))
+}
+
+/// The trust and identity settings of the upstream client, apart from the
+/// rest so tests can apply exactly these to a client of their own.
+pub(crate) fn apply_tls(
+    builder: reqwest::ClientBuilder,
+    tls: &TlsConfig,
+) -> Result<reqwest::ClientBuilder, Error> {
     let root = tls::russian_trusted_root()
         .map_err(|_| Error::Internal("the embedded Russian Trusted Root CA does not parse"))?;
-    let mut builder = reqwest::Client::builder().add_root_certificate(root);
+    let mut builder = builder.add_root_certificate(root);
     for cert in tls.extra_roots()? {
         builder = builder.add_root_certificate(cert);
     }
@@ -43,20 +67,5 @@ pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Clien
         );
         builder = builder.danger_accept_invalid_certs(true);
     }
-    builder
-        .connect_timeout(config.timeout.min(Duration::from_secs(10)))
-        // Longest silence between two reads: bounds a stalled stream
-        // without capping how long a healthy stream may run.
-        .read_timeout(config.timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(60))
-        .http2_adaptive_window(true)
-        // A redirect from GigaChat is never expected; following one could
-        // carry the request (and its body) somewhere unintended.
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("gigachat-proxy/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|_| Error::Internal("could not build the upstream HTTP client"))
+    Ok(builder)
 }

@@ -1,0 +1,155 @@
+//! What the operator sees: the per-request log line, metrics, timing
+//! headers, and upstream cancellation when the client goes away.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+
+/// The access-log lines (one per request) in the proxy's output.
+fn request_lines(logs: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|line| line.contains("gigachat_proxy::access"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn one_log_line_per_request_with_model_usage_and_a_hashed_identity() {
+    let s = setup().await;
+    let stream = s
+        .http
+        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
+        .json(&chat("count my tokens please", true))
+        .send()
+        .await
+        .unwrap();
+    let _ = stream.text().await.unwrap();
+    let plain = s
+        .http
+        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
+        .json(&chat("and these too", false))
+        .send()
+        .await
+        .unwrap();
+    let _ = plain.text().await.unwrap();
+    assert!(s.proxy.wait_for_log("stream=false").await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let lines = request_lines(&s.proxy.logs());
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    for line in &lines {
+        assert!(line.contains("model=\"GigaChat\""), "{line}");
+        assert!(
+            line.contains("prompt_tokens="),
+            "usage read from the answer: {line}"
+        );
+        assert!(line.contains("completion_tokens="), "{line}");
+        assert!(line.contains("completed=true"), "{line}");
+        assert!(line.contains("overhead_ms="), "{line}");
+        assert!(line.contains("identity=\""), "{line}");
+        assert!(
+            !line.contains("127.0.0.1"),
+            "the identity is hashed: {line}"
+        );
+        assert!(
+            !line.contains("count my tokens"),
+            "no message content: {line}"
+        );
+    }
+    assert!(lines[0].contains("stream=true"));
+}
+
+#[tokio::test]
+async fn metrics_and_timing_headers_report_the_proxys_own_cost() {
+    let s = setup().await;
+    let response = s
+        .http
+        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
+        .json(&chat("metrics", false))
+        .send()
+        .await
+        .unwrap();
+    let timing = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        timing.starts_with("proxy;dur=") && timing.contains("upstream;dur="),
+        "{timing}"
+    );
+    let overhead: f64 = response.headers()["x-proxy-overhead-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(overhead >= 0.0);
+    let _ = response.text().await.unwrap();
+    // The sample is recorded when the answer's body is finished.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = s.http.get(s.proxy.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().await.unwrap();
+    for needle in [
+        "gigachat_proxy_requests_total{route=\"api\",status=\"2xx\"} 1",
+        "gigachat_proxy_overhead_seconds_count{route=\"api\"} 1",
+        "gigachat_proxy_upstream_duration_seconds_count{route=\"api\"} 1",
+        "gigachat_proxy_tokens_output_total{route=\"api\"}",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    assert_no_secret(&text, std::slice::from_ref(&s.credentials), "the metrics");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_cancels_the_upstream_request() {
+    let s = setup_with(|c| c.chunk_delay = Duration::from_millis(200), &[]).await;
+    let response = s
+        .http
+        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
+        .json(&chat("a long answer that the user will not wait for", true))
+        .send()
+        .await
+        .unwrap();
+    let mut body = response.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    drop(body);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while s.emulator.stats().streams_cancelled == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "GigaChat kept streaming to nobody: {:?}",
+            s.emulator.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.emulator.stats().streams_completed, 0);
+    assert!(
+        s.proxy.wait_for_log("completed=false").await,
+        "{}",
+        s.proxy.logs()
+    );
+    let metrics = s
+        .http
+        .get(s.proxy.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gigachat_proxy_stream_disconnects_total{route=\"api\"} 1"),
+        "{metrics}"
+    );
+}
