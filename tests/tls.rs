@@ -87,7 +87,6 @@ fn pem_body(pem: &str) -> String {
 /// certificate it issued, all as files.
 struct Pki {
     dir: TempDir,
-    server_ca: Ca,
     server_cert: (String, String),
     client_ca: Ca,
     ca_file: String,
@@ -108,7 +107,6 @@ fn pki() -> Pki {
         client_key_file: dir.write("client.key", &client_key),
         client_key_pem: client_key,
         dir,
-        server_ca,
         server_cert,
         client_ca,
     }

@@ -127,6 +127,8 @@ pub struct Config {
     pub access: crate::access::AccessConfig,
     /// How much they may call (see `limits`).
     pub limits: crate::limits::LimitsConfig,
+    /// Trust and identity for GigaChat's TLS (see `upstream::tls`).
+    pub tls: crate::upstream::tls::TlsConfig,
 }
 
 /// Which upstream failures are tried again, and how patiently. Names and
@@ -290,6 +292,9 @@ impl Config {
             platform == Platform::Local,
             scope == Scope::Personal,
         )?;
+        let cache = crate::cache::CacheConfig::from_lookup(&lookup_filtered)?;
+
+        let tls = crate::upstream::tls::TlsConfig::from_lookup(&lookup_filtered)?;
 
         let upstream_kind = classify_upstream(&base_url);
         Ok(Config {
@@ -311,6 +316,8 @@ impl Config {
             cors,
             access,
             limits,
+            cache,
+            tls,
         })
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod cors;
 pub mod error;
@@ -49,6 +50,7 @@ pub(crate) struct Ready {
     pub(crate) cors: cors::Cors,
     pub(crate) access: access::Access,
     pub(crate) limiter: limits::Limiter,
+    pub(crate) cache: cache::ResponseCache,
 }
 
 impl Proxy {
@@ -64,7 +66,7 @@ impl Proxy {
     }
 
     pub fn new(config: Config) -> Self {
-        let state = upstream::client::build(&config).and_then(|http| {
+        let state = upstream::client::build_with_tls(&config, &config.tls).and_then(|http| {
             let tokens = upstream::token::TokenManager::new(&config, http.clone())?;
             Ok(Arc::new(Ready {
                 cors: cors::Cors::new(config.cors.clone()),

@@ -25,10 +25,10 @@ pub fn build(config: &Config) -> Result<reqwest::Client, Error> {
 /// skips verification.
 pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Client, Error> {
     apply_tls(reqwest::Client::builder(), tls)?
-        .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+        .connect_timeout(config.connect_timeout)
         // Longest silence between two reads: bounds a stalled stream
         // without capping how long a healthy stream may run.
-        .read_timeout(config.timeout)
+        .read_timeout(config.stream_idle_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
