@@ -268,6 +268,59 @@ test('(a) a 503 from GigaChat is shown with its message, a hint and the request 
   });
 });
 
+test('(a) a stream that breaks mid-way ends in the proxy\'s error event, shown with the partial reply', { timeout: TEST_TIMEOUT }, async () => {
+  await withPage('(a) mid-stream error', null, async (session) => {
+    const { page, problems } = session;
+    await setFaults({ reset_stream_after_chunks: 3 });
+    try {
+      const message = 'Этот ответ оборвётся на середине, после третьего куска';
+      const chat = page.waitForResponse((r) => r.url().endsWith('/chat/completions'));
+      await sendMessage(page, message);
+      const response = await chat;
+      assert.equal(response.status(), 200, 'the stream had started');
+      const bubble = page.locator('.msg.assistant[data-state="error"]');
+      await bubble.waitFor();
+      const partial = await bubble.locator('.text').textContent();
+      assert.ok(partial.length > 0 && `Echo: ${message}`.startsWith(partial) && partial.length < `Echo: ${message}`.length, `partial: ${partial}`);
+      const alert = bubble.locator('[role="alert"]');
+      assert.equal(await alert.locator('[data-field="title"]').textContent(), 'Ответ оборвался');
+      assert.ok((await alert.locator('[data-field="message"]').textContent()).length > 0);
+      assert.ok((await alert.locator('[data-field="code"]').textContent()).length > 0, 'the error event\'s code is shown');
+      assert.equal(await alert.locator('[data-field="request-id"]').textContent(), response.headers()['x-request-id']);
+    } finally {
+      await setFaults({ reset: true });
+    }
+    assert.deepEqual(problems, []);
+  });
+});
+
+test('(a) the SSE reader follows the spec: comments, CRLF, fields without a space, multi-line data', { timeout: TEST_TIMEOUT }, async () => {
+  await withPage('(a) sse parsing', null, async (session) => {
+    const { page, problems } = session;
+    const chunk = (content) => JSON.stringify({ choices: [{ index: 0, delta: { content } }] });
+    // Served by the browser itself (page.route), so every odd-but-valid
+    // framing reaches the page's parser exactly as written.
+    const body = [
+      ': a comment, as keep-alives are sent\n',
+      'retry: 1000\n',
+      `data: ${chunk('Раз, ')}\n\n`,
+      `event: message\r\nid: 2\r\ndata:${chunk('два, ')}\r\n\r\n`,
+      `data: {"choices": [{"index": 0,\ndata: "delta": {"content": "три"}}]}\n\n`,
+      `data: ${chunk('!')}\r\r`,
+      ':\n\n',
+      'data: [DONE]\n\n',
+      `data: ${chunk(' (after DONE: ignored)')}\n\n`,
+    ].join('');
+    await page.route('**/api/gigachat-api/chat/completions', (route) =>
+      route.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream; charset=utf-8' }, body }),
+    );
+    await sendMessage(page, 'Считай');
+    await page.waitForSelector('.msg.assistant[data-state="done"]');
+    assert.equal(await lastAssistant(page).locator('.text').textContent(), 'Раз, два, три!');
+    assert.deepEqual(problems, []);
+  });
+});
+
 test('(a) the token field: sent as Bearer, kept in sessionStorage; an expired session token shows 401 and the hint', { timeout: TEST_TIMEOUT }, async () => {
   // A proxy session token (GigaChat's OAuth shape) that lives 1 s (the
   // driver sets GIGACHAT_PROXY_SESSION_TTL=1; the proxy allows 1 s leeway).
