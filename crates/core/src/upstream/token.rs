@@ -6,9 +6,18 @@
 //! every one of them would call OAuth and most would get 429. Waiters that
 //! queued behind a failed refresh share its error instead of each retrying,
 //! for the same reason.
+//!
+//! With Redis configured, the instances also share the token (see
+//! [`super::shared_token`]): a process whose token is stale first looks in
+//! Redis, and only the instance that wins a lock calls OAuth, while the
+//! others wait for the token it stores. Any Redis failure falls back to the
+//! process-local behaviour above, so Redis can only save OAuth calls, never
+//! cost a request. Note that anyone who can read that Redis can read a live
+//! GigaChat token: operators should use a private Redis over TLS
+//! (`rediss://`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,11 +25,18 @@ use http::{HeaderValue, header};
 use reqwest::Url;
 use serde::Deserialize;
 
+use super::shared_token::{self, Found, SharedToken};
+use crate::cache::shared_redis::SharedRedis;
 use crate::config::Config;
 use crate::error::Error;
+use crate::secret::Secret;
 
-/// An upstream access token, ready to be sent.
-#[derive(Debug)]
+/// Waiting for another instance's OAuth call: the first look comes soon (an
+/// OAuth call takes a few hundred ms), later ones back off to this.
+const POLL_MIN: Duration = Duration::from_millis(25);
+const POLL_MAX: Duration = Duration::from_millis(250);
+
+/// An upstream access token, ready to be sent. `Debug` never shows it.
 pub struct UpstreamToken {
     /// `Bearer <token>`, marked sensitive so hyper's debug output hides it.
     pub header: HeaderValue,
@@ -29,6 +45,19 @@ pub struct UpstreamToken {
     pub generation: u64,
     refresh_at: SystemTime,
     expires_at: SystemTime,
+    /// Recognises this token in Redis after GigaChat rejected it.
+    fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for UpstreamToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamToken")
+            .field("header", &"Bearer ***")
+            .field("generation", &self.generation)
+            .field("refresh_at", &self.refresh_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 impl UpstreamToken {
@@ -58,6 +87,18 @@ pub struct TokenManager {
     refresh: tokio::sync::Mutex<RefreshState>,
     attempts: AtomicU64,
     generation: AtomicU64,
+    /// The token shared through Redis, when one is configured.
+    shared: Option<SharedToken>,
+    /// The fingerprint of the token GigaChat last answered 401 to: if Redis
+    /// still holds that token it is deleted, never adopted again.
+    rejected: Mutex<Option<[u8; 32]>>,
+}
+
+/// A token this process got from OAuth, with what Redis needs to share it.
+struct Fetched {
+    token: UpstreamToken,
+    access_token: Secret<String>,
+    expires_at_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -74,8 +115,36 @@ struct OAuthError {
     message: Option<String>,
 }
 
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("auth_host", &self.auth_host)
+            .field("shared", &self.shared)
+            .field("oauth_calls", &self.oauth_calls())
+            .finish_non_exhaustive()
+    }
+}
+
 impl TokenManager {
+    /// A manager that shares its token through the configured Redis (if
+    /// any) over a connection of its own.
     pub fn new(config: &Config, http: reqwest::Client) -> Result<Self, Error> {
+        let redis = config
+            .limits
+            .redis
+            .as_ref()
+            .map(|redis| Arc::new(SharedRedis::new(redis)));
+        Self::with_redis(config, http, redis)
+    }
+
+    /// A manager that shares its token through `redis` (`None`: this
+    /// process only), so the proxy can use one connection for the token and
+    /// the response cache.
+    pub(crate) fn with_redis(
+        config: &Config,
+        http: reqwest::Client,
+        redis: Option<Arc<SharedRedis>>,
+    ) -> Result<Self, Error> {
         let mut basic = HeaderValue::try_from(format!("Basic {}", config.credentials.expose()))
             .map_err(|_| {
                 Error::Config(crate::config::ConfigError {
@@ -96,6 +165,10 @@ impl TokenManager {
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             attempts: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            shared: redis.map(|redis| {
+                SharedToken::new(redis, &config.limits.credential_id, config.scope.as_str())
+            }),
+            rejected: Mutex::new(None),
         })
     }
 
@@ -122,8 +195,7 @@ impl TokenManager {
                 None => Err(err.clone()),
             };
         }
-        self.attempts.fetch_add(1, Ordering::AcqRel);
-        match self.fetch().await {
+        match self.obtain().await {
             Ok(token) => {
                 let token = Arc::new(token);
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) =
@@ -146,12 +218,139 @@ impl TokenManager {
         }
     }
 
-    /// Forgets the token a 401 was answered to (and only that one).
+    /// Forgets the token a 401 was answered to (and only that one). The
+    /// shared copy in Redis is dropped by the refresh that follows, and only
+    /// if Redis still holds this very token (compare-and-delete), never a
+    /// newer one another instance stored meanwhile — which the refresh then
+    /// adopts instead of calling OAuth.
     pub fn invalidate(&self, generation: u64) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|t| t.generation == generation) {
+        if let Some(token) = current.as_ref().filter(|t| t.generation == generation) {
+            *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(token.fingerprint);
             *current = None;
         }
+    }
+
+    /// A new token, called with the refresh lock held: from OAuth, or, with
+    /// Redis, from the instance that fetched it for everyone.
+    async fn obtain(&self) -> Result<UpstreamToken, Error> {
+        let Some(shared) = &self.shared else {
+            return self.fetch().await.map(|fetched| fetched.token);
+        };
+        let rejected = *self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+        let rejected = rejected.as_ref();
+        // Each Redis failure below means: do what we did without Redis.
+        match shared.read(rejected).await {
+            Ok(found) => {
+                if let Some(token) = found.and_then(|found| self.adopt(found)) {
+                    return Ok(token);
+                }
+            }
+            Err(_) => return self.fetch().await.map(|fetched| fetched.token),
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = POLL_MIN;
+        loop {
+            match shared.try_lock().await {
+                Ok(Some(lock)) => {
+                    // The previous holder may have stored its token just
+                    // before it let go of the lock.
+                    if let Ok(Some(token)) = shared
+                        .read(rejected)
+                        .await
+                        .map(|found| found.and_then(|found| self.adopt(found)))
+                    {
+                        shared.release(lock).await;
+                        return Ok(token);
+                    }
+                    let fetched = self.fetch().await;
+                    if let Ok(fetched) = &fetched {
+                        self.publish(shared, fetched).await;
+                    }
+                    shared.release(lock).await;
+                    return fetched.map(|fetched| fetched.token);
+                }
+                Ok(None) => {}
+                Err(_) => return self.fetch().await.map(|fetched| fetched.token),
+            }
+            // Another instance is calling OAuth: wait for what it stores.
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause.mul_f64(0.5 + jitter()).min(deadline - now)).await;
+            pause = (pause * 2).min(POLL_MAX);
+            match shared.read(rejected).await {
+                Ok(found) => {
+                    if let Some(token) = found.and_then(|found| self.adopt(found)) {
+                        return Ok(token);
+                    }
+                }
+                Err(_) => return self.fetch().await.map(|fetched| fetched.token),
+            }
+        }
+        tracing::warn!(
+            waited_ms = self.timeout.as_millis() as u64,
+            "no shared GigaChat token appeared while another instance held the lock; fetching one here"
+        );
+        let fetched = self.fetch().await?;
+        self.publish(shared, &fetched).await;
+        Ok(fetched.token)
+    }
+
+    /// A token another instance stored, if it is still good.
+    fn adopt(&self, found: Found) -> Option<UpstreamToken> {
+        let now = SystemTime::now();
+        let expires_at = UNIX_EPOCH + Duration::from_millis(found.expires_at_ms);
+        if expires_at <= now || found.fresh_for.is_zero() {
+            return None;
+        }
+        let refresh_at = (now + found.fresh_for).min(expires_at);
+        let token = self
+            .token_from(found.access_token.expose(), refresh_at, expires_at)
+            .ok()?;
+        tracing::info!(
+            generation = token.generation,
+            fresh_for_s = found.fresh_for.as_secs(),
+            "using the GigaChat access token shared through Redis"
+        );
+        Some(token)
+    }
+
+    async fn publish(&self, shared: &SharedToken, fetched: &Fetched) {
+        let fresh_for = fetched
+            .token
+            .refresh_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        // A failure is logged by `shared`; this instance keeps its token.
+        let _ = shared
+            .publish(
+                fetched.access_token.expose(),
+                fetched.expires_at_ms,
+                fresh_for,
+            )
+            .await;
+    }
+
+    fn token_from(
+        &self,
+        access_token: &str,
+        refresh_at: SystemTime,
+        expires_at: SystemTime,
+    ) -> Result<UpstreamToken, Error> {
+        let mut bearer = HeaderValue::try_from(format!("Bearer {access_token}")).map_err(|_| {
+            Error::UpstreamAuthMalformed("the access token is not a valid header value")
+        })?;
+        bearer.set_sensitive(true);
+        Ok(UpstreamToken {
+            header: bearer,
+            generation: self.generation.fetch_add(1, Ordering::AcqRel) + 1,
+            refresh_at,
+            expires_at,
+            fingerprint: shared_token::fingerprint(access_token),
+        })
     }
 
     /// Number of OAuth calls made so far.
@@ -166,7 +365,9 @@ impl TokenManager {
             .clone()
     }
 
-    async fn fetch(&self) -> Result<UpstreamToken, Error> {
+    /// One OAuth call (counted in [`Self::oauth_calls`]).
+    async fn fetch(&self) -> Result<Fetched, Error> {
+        self.attempts.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         let request_uid = uuid::Uuid::new_v4().to_string();
         let timeout_secs = self.timeout.as_secs();
@@ -199,28 +400,24 @@ impl TokenManager {
         let answer: OAuthAnswer = serde_json::from_slice(&body).map_err(|_| {
             Error::UpstreamAuthMalformed("the answer has no access_token/expires_at")
         })?;
-        let mut bearer =
-            HeaderValue::try_from(format!("Bearer {}", answer.access_token)).map_err(|_| {
-                Error::UpstreamAuthMalformed("the access token is not a valid header value")
-            })?;
-        bearer.set_sensitive(true);
+        let access_token = Secret::new(answer.access_token);
 
         let now = SystemTime::now();
-        let expires_at = UNIX_EPOCH + expires_at_duration(answer.expires_at);
+        let expires_in = expires_at_duration(answer.expires_at);
+        let expires_at = UNIX_EPOCH + expires_in;
         let lifetime = expires_at.duration_since(now).unwrap_or_default();
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let refresh_at = now + refresh_after(lifetime, self.buffer);
+        let token = self.token_from(access_token.expose(), refresh_at, expires_at)?;
         tracing::info!(
             oauth_ms = started.elapsed().as_millis() as u64,
             expires_in_s = lifetime.as_secs(),
-            generation,
+            generation = token.generation,
             "fetched a GigaChat access token"
         );
-        Ok(UpstreamToken {
-            header: bearer,
-            generation,
-            refresh_at,
-            expires_at,
+        Ok(Fetched {
+            token,
+            access_token,
+            expires_at_ms: u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX),
         })
     }
 
@@ -237,6 +434,12 @@ impl TokenManager {
             _ => Error::UpstreamAuthFailed { status },
         }
     }
+}
+
+/// A number in [0, 1), so instances waiting on the same lock do not poll
+/// Redis in lockstep.
+fn jitter() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
 }
 
 /// GigaChat documents `expires_at` in milliseconds, but older answers and
