@@ -86,6 +86,15 @@ pub fn start_proxy(env: &[(&str, &str)]) -> ProxyProcess {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The suite counts upstream calls, mostly with `GET models` as the
+    // cheapest one, and the model-list cache (on by default) would answer
+    // the repeats itself; the cache's own tests set the variable.
+    if !env
+        .iter()
+        .any(|(name, _)| *name == "GIGACHAT_PROXY_MODELS_CACHE_TTL")
+    {
+        command.env("GIGACHAT_PROXY_MODELS_CACHE_TTL", "off");
+    }
     for (name, value) in env {
         command.env(name, value);
     }

@@ -127,6 +127,8 @@ pub struct Config {
     pub access: crate::access::AccessConfig,
     /// How much they may call (see `limits`).
     pub limits: crate::limits::LimitsConfig,
+    /// Which answers are kept, and for how long (see `cache`).
+    pub cache: crate::cache::CacheConfig,
     /// Trust and identity for GigaChat's TLS (see `upstream::tls`).
     pub tls: crate::upstream::tls::TlsConfig,
 }

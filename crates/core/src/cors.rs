@@ -14,7 +14,7 @@ use crate::config::ConfigError;
 
 const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, Cache-Control, X-Request-ID, X-Session-ID, X-Client-ID, X-API-Key";
-const EXPOSE_HEADERS: &str = "X-Request-ID, X-Upstream-Request-ID, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, X-Session-ID";
+const EXPOSE_HEADERS: &str = "X-Request-ID, X-Upstream-Request-ID, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, X-Session-ID, X-Cache, Server-Timing, X-Proxy-Overhead-MS";
 const MAX_AGE_SECS: &str = "600";
 const VARY: &str = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 

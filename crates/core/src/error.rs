@@ -184,7 +184,7 @@ impl Error {
             Error::UpstreamAuthFailed { .. } => "GigaChat's OAuth service failed; retry later.".into(),
             Error::UpstreamAuthMalformed(_) => "Check GIGACHAT_AUTH_URL points at GigaChat's OAuth endpoint (default https://ngw.devices.sberbank.ru:9443/api/v2/oauth).".into(),
             Error::UpstreamUnreachable { cause: TransportCause::Tls, .. } => "GigaChat's certificate chains to the Russian Trusted Root CA, which the proxy embeds. Behind a TLS-inspecting corporate proxy, set GIGACHAT_CA_BUNDLE_FILE to a PEM file with its CA; if GigaChat asks for a client certificate, set GIGACHAT_CERT_FILE and GIGACHAT_KEY_FILE; GIGACHAT_VERIFY_SSL_CERTS=false turns verification off (never in production). Check GIGACHAT_BASE_URL and GIGACHAT_AUTH_URL.".into(),
-            Error::UpstreamUnreachable { .. } => "Check GIGACHAT_BASE_URL / GIGACHAT_AUTH_URL and the network path from this deployment to GigaChat, then retry.".into(),
+            Error::UpstreamUnreachable { .. } => "Check GIGACHAT_BASE_URL / GIGACHAT_AUTH_URL and the network path from this deployment to GigaChat, then retry. A corporate key may need a client certificate (GIGACHAT_CERT_FILE, GIGACHAT_KEY_FILE).".into(),
             Error::UpstreamTimeout { .. } => "Retry later, or raise GIGACHAT_TIMEOUT (seconds).".into(),
             Error::Internal(_) => "Retry; if it persists, report it with the request id.".into(),
             Error::Unauthenticated(_) => "Send `Authorization: Bearer <API key, JWT or /api/gigachat-oauth token>` or `X-API-Key: <key>`.".into(),

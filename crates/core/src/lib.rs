@@ -67,8 +67,21 @@ impl Proxy {
 
     pub fn new(config: Config) -> Self {
         let state = upstream::client::build_with_tls(&config, &config.tls).and_then(|http| {
-            let tokens = upstream::token::TokenManager::new(&config, http.clone())?;
+            // One Redis connection for the cache and the shared token (the
+            // limiter keeps its own); none when no Redis is configured.
+            let redis = config
+                .limits
+                .redis
+                .as_ref()
+                .map(|redis| Arc::new(cache::shared_redis::SharedRedis::new(redis)));
+            let tokens =
+                upstream::token::TokenManager::with_redis(&config, http.clone(), redis.clone())?;
             Ok(Arc::new(Ready {
+                cache: cache::ResponseCache::new(
+                    &config.cache,
+                    &config.limits.credential_id,
+                    redis,
+                ),
                 cors: cors::Cors::new(config.cors.clone()),
                 access: access::Access::new(&config.access)?,
                 limiter: limits::Limiter::new(&config.limits),

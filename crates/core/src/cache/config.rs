@@ -92,7 +92,7 @@ fn parse_ttl(
         return Ok(None);
     }
     match value.parse::<f64>() {
-        Ok(secs) if secs == 0.0 => Ok(None),
+        Ok(0.0) => Ok(None),
         Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_TTL.as_secs_f64() => {
             // Redis `PX` counts whole milliseconds.
             Ok(Some(Duration::from_millis((secs * 1000.0).ceil() as u64)))

@@ -180,7 +180,12 @@ mod tests {
             assert!(inner.order.len() <= 2 * 2 + 16);
         }
         for n in 0..100u8 {
-            store.put(key(7), entry("0123456789"), ttl, now + Duration::from_millis(n.into()));
+            store.put(
+                key(7),
+                entry("0123456789"),
+                ttl,
+                now + Duration::from_millis(n.into()),
+            );
         }
         assert!(store.inner.lock().unwrap().order.len() <= 2 * 2 + 16);
         // An entry over the whole budget is not kept at all.

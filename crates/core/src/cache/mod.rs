@@ -255,7 +255,12 @@ impl ResponseCache {
             let v2 = version == Some("v2")
                 || (version.is_none() && url.path().ends_with("/v2/chat/completions"));
             let kind = if v2 { Kind::ChatV2 } else { Kind::ChatV1 };
-            (kind, ttl, identity, canonical_chat_body(&parts.headers, body)?)
+            (
+                kind,
+                ttl,
+                identity,
+                canonical_chat_body(&parts.headers, body)?,
+            )
         } else {
             return None;
         };
@@ -361,7 +366,9 @@ impl ResponseCache {
                 let name = redis.key("cache", &hex(&key.digest));
                 let (name, value) = (name.as_str(), entry.encode());
                 let value = value.as_slice();
-                let ttl_ms = u64::try_from(key.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+                let ttl_ms = u64::try_from(key.ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
                 let stored = redis
                     .run(|mut connection| async move {
                         redis::cmd("SET")
@@ -417,7 +424,10 @@ fn canonical_chat_body(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
     }
     let value: Value = serde_json::from_slice(body).ok()?;
     let object = value.as_object()?;
-    if !matches!(object.get("stream"), None | Some(Value::Null | Value::Bool(false))) {
+    if !matches!(
+        object.get("stream"),
+        None | Some(Value::Null | Value::Bool(false))
+    ) {
         return None;
     }
     let mut out = Vec::with_capacity(body.len());
@@ -487,7 +497,13 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
-    fn key(cache: &ResponseCache, method: Method, path: &str, body: &str, who: &str) -> Option<[u8; 32]> {
+    fn key(
+        cache: &ResponseCache,
+        method: Method,
+        path: &str,
+        body: &str,
+        who: &str,
+    ) -> Option<[u8; 32]> {
         let base = crate::path::UpstreamBase::new(&Url::parse(BASE).unwrap());
         let url = base.resolve(path, None).unwrap();
         cache
@@ -544,7 +560,10 @@ mod tests {
             key(&cache, Method::POST, "v2/chat/completions", body, "key:a")
         );
         let models = key(&cache, Method::GET, "models", "", "key:a").unwrap();
-        assert_eq!(Some(models), key(&cache, Method::GET, "v1/models", "", "key:b"));
+        assert_eq!(
+            Some(models),
+            key(&cache, Method::GET, "v1/models", "", "key:b")
+        );
         assert_ne!(
             Some(models),
             key(&cache, Method::GET, "models/GigaChat", "", "key:a")
@@ -611,9 +630,10 @@ mod tests {
         let answer = |status: StatusCode, text: &'static str| {
             let mut response = Response::new(crate::body::full(text));
             *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             (response, Bytes::from_static(text.as_bytes()))
         };
         let truncated = r#"{"choices":[{"finish_reason":"length"}]}"#;
@@ -651,7 +671,10 @@ mod tests {
         assert_eq!(hit.status(), StatusCode::OK);
         assert_eq!(hit.headers()[X_CACHE], "HIT");
         assert_eq!(hit.headers()[header::CONTENT_TYPE], "application/json");
-        assert_eq!(hit.extensions().get::<CacheOutcome>(), Some(&CacheOutcome::Hit));
+        assert_eq!(
+            hit.extensions().get::<CacheOutcome>(),
+            Some(&CacheOutcome::Hit)
+        );
         let got = hit.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(got, complete.as_bytes());
     }

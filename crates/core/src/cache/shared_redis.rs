@@ -58,10 +58,6 @@ impl SharedRedis {
         &self.redacted_url
     }
 
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     fn connection(&self) -> RedisResult<ConnectionManager> {
         let mut slot = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(manager) = slot.as_ref() {

@@ -72,6 +72,18 @@ where
     let body = read_body(body, &parts.headers, ready.config.max_body_bytes).await?;
     let summary = RequestSummary::of(&parts.headers, &body);
     log.model = summary.model;
+    // A cached answer skips the stream slot, the upstream slot and the
+    // token; authentication and the rate limit above still apply. The
+    // outcome travels in the response's extensions (`cache::CacheOutcome`).
+    let cache_key = ready.cache.key(&parts, &url, &body, &identity.key);
+    if let Some(key) = &cache_key
+        && let Some(mut response) = ready.cache.lookup(key).await
+    {
+        if let Some(info) = limit {
+            info.apply(response.headers_mut());
+        }
+        return Ok(Answer::from(response));
+    }
     let lease = if summary.stream {
         ready.limiter.acquire_stream(&identity.key).await?
     } else {
@@ -89,7 +101,14 @@ where
         body,
         retryable,
     };
-    let (mut response, sse) = forward(ready, &outgoing, log).await?;
+    let mut answer_bytes = None;
+    let (mut response, sse) = forward(ready, &outgoing, log, &mut answer_bytes).await?;
+    if let Some(key) = &cache_key {
+        ready
+            .cache
+            .store(key, &mut response, sse, answer_bytes.as_ref())
+            .await;
+    }
     if let Some(info) = limit {
         info.apply(response.headers_mut());
     }
@@ -168,10 +187,13 @@ enum Attempt {
     },
 }
 
+/// `answer_bytes` receives the body of an answer that was read whole (see
+/// [`inspect`]), for the response cache.
 async fn forward(
     ready: &Ready,
     outgoing: &Outgoing,
     log: &mut RequestLog,
+    answer_bytes: &mut Option<Bytes>,
 ) -> Result<(Response<ProxyBody>, bool), Error> {
     let config = &ready.config;
     let started = Instant::now();
@@ -226,7 +248,15 @@ async fn forward(
                 continue;
             }
             Ok(Ok(response)) => {
-                inspect(ready, response, &log.request_id, deadline, &mut log.usage).await?
+                inspect(
+                    ready,
+                    response,
+                    &log.request_id,
+                    deadline,
+                    &mut log.usage,
+                    answer_bytes,
+                )
+                .await?
             }
         };
         match attempt {
@@ -270,13 +300,15 @@ fn backoff(policy: &crate::config::RetryPolicy, retry: u32) -> Duration {
 /// through unchanged, except that an error object inside a 200 (a known
 /// GigaChat quirk: `{"status":429,"message":"Too many requests"}` with HTTP
 /// 200, in a JSON body or as a stream's first event) is answered with the
-/// status it names, and transient statuses may be retried.
+/// status it names, and transient statuses may be retried. A 200 JSON
+/// answer read whole is also left in `answer_bytes` (a cheap `Bytes` clone).
 async fn inspect(
     ready: &Ready,
     mut upstream: reqwest::Response,
     request_id: &str,
     deadline: Instant,
     usage: &mut Option<Usage>,
+    answer_bytes: &mut Option<Bytes>,
 ) -> Result<Attempt, Error> {
     let status = upstream.status();
     let retry_set = &ready.config.retry.on_status;
@@ -380,6 +412,7 @@ async fn inspect(
             return Ok(error_in_200(error, retry_set));
         }
         *usage = crate::observe::usage_in(&bytes);
+        *answer_bytes = Some(bytes.clone());
         return Ok(Attempt::Done(
             build(status, headers, crate::body::full(bytes)),
             false,

@@ -54,7 +54,7 @@ where
         }
         _ if method == Method::OPTIONS => Ok(Answer::from(options_response())),
         _ => match route {
-            Route::Health => health::handle(proxy, &request).map(Answer::from),
+            Route::Health => health::handle(proxy, &request).await.map(Answer::from),
             Route::OAuth => oauth::handle(proxy, &request, &mut log)
                 .await
                 .map(Answer::from),
@@ -76,6 +76,11 @@ where
         }
     };
     let (mut parts, body) = answer.response.into_parts();
+    log.cache = parts
+        .extensions
+        .get::<crate::cache::CacheOutcome>()
+        .map(|outcome| outcome.as_str())
+        .filter(|outcome| *outcome != "bypass");
     if let Some((cors, verdict)) = &cors
         && !preflight
     {

@@ -13,10 +13,9 @@ use crate::error::Error;
 
 use super::tls::{self, TlsConfig};
 
-/// The client with the default TLS settings (embedded Russian root plus the
-/// webpki roots, verification on, no client certificate).
+/// The client with the configuration's own TLS settings (`config.tls`).
 pub fn build(config: &Config) -> Result<reqwest::Client, Error> {
-    build_with_tls(config, &TlsConfig::default())
+    build_with_tls(config, &config.tls)
 }
 
 /// The client with `tls` applied on top of the embedded Russian root and

@@ -44,7 +44,10 @@ fn mentions_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
         let text = err.to_string().to_ascii_lowercase();
         // rustls words: "invalid peer certificate: UnknownIssuer / certificate
         // expired / not valid for name", and the peer's "received fatal
-        // alert: CertificateRequired" when GigaChat wants a client certificate.
+        // alert: CertificateRequired" when GigaChat wants a client
+        // certificate. The alert comes after the client's side of a TLS 1.3
+        // handshake, so over HTTP/2 it can also surface only as "connection
+        // was not ready" (hyper drops the cause); that stays `Other`.
         if text.contains("certificate")
             || text.contains("unknownissuer")
             || text.contains("tls handshake")

@@ -837,11 +837,18 @@ mod tests {
         }
 
         #[tokio::test]
-        async fn missing_client_certificate_is_a_tls_failure() {
+        async fn missing_client_certificate_fails_and_the_identity_fixes_it() {
             let ca = ca("Test Russian Trusted Root CA");
             let client_ca = ca_with_client("Test Client CA");
             let emulator = emulator(leaf(&ca, "localhost", false), Some(&client_ca.0)).await;
-            assert_tls_failure(get_models(&emulator, &tls(Some(&ca), true, None)).await);
+            // The server's CertificateRequired alert arrives after the
+            // client's half of the TLS 1.3 handshake; whether hyper passes
+            // it on (Tls) or only reports a dead connection (Other) is a
+            // race, so either is accepted, but never a success.
+            let err = get_models(&emulator, &tls(Some(&ca), true, None))
+                .await
+                .expect_err("the server requires a client certificate");
+            assert!(matches!(err, Error::UpstreamUnreachable { .. }), "{err:?}");
             assert_eq!(
                 get_models(&emulator, &tls(Some(&ca), true, Some(client_ca.1)))
                     .await

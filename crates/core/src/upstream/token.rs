@@ -174,16 +174,13 @@ impl TokenManager {
 
     /// A token that is good for at least the expiry buffer.
     pub async fn token(&self) -> Result<Arc<UpstreamToken>, Error> {
-        if let Some(token) = self
-            .cached(SystemTime::now())
-            .filter(|t| t.is_fresh(SystemTime::now()))
-        {
+        if let Some(token) = self.cached().filter(|t| t.is_fresh(SystemTime::now())) {
             return Ok(token);
         }
         let attempts_seen = self.attempts.load(Ordering::Acquire);
         let mut state = self.refresh.lock().await;
         let now = SystemTime::now();
-        let cached = self.cached(now);
+        let cached = self.cached();
         if let Some(token) = cached.as_ref().filter(|t| t.is_fresh(now)) {
             return Ok(Arc::clone(token));
         }
@@ -226,8 +223,7 @@ impl TokenManager {
     pub fn invalidate(&self, generation: u64) {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(token) = current.as_ref().filter(|t| t.generation == generation) {
-            *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(token.fingerprint);
+            *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) = Some(token.fingerprint);
             *current = None;
         }
     }
@@ -358,15 +354,22 @@ impl TokenManager {
         self.attempts.load(Ordering::Acquire)
     }
 
-    fn cached(&self, _now: SystemTime) -> Option<Arc<UpstreamToken>> {
+    fn cached(&self) -> Option<Arc<UpstreamToken>> {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// One OAuth call (counted in [`Self::oauth_calls`]).
+    /// One OAuth call (counted in [`Self::oauth_calls`] and the
+    /// `gigachat_proxy_oauth_refresh_total` metric).
     async fn fetch(&self) -> Result<Fetched, Error> {
+        let result = self.call_oauth().await;
+        crate::metrics::record_oauth(if result.is_ok() { "ok" } else { "error" });
+        result
+    }
+
+    async fn call_oauth(&self) -> Result<Fetched, Error> {
         self.attempts.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         let request_uid = uuid::Uuid::new_v4().to_string();
@@ -547,5 +550,90 @@ mod tests {
             describe_oauth_error(400, None, Some("Bad request")),
             "HTTP 400: Bad request"
         );
+    }
+
+    const KEY: &str = "ZW11bGF0b3ItY2xpZW50LWlkOmVtdWxhdG9yLWNsaWVudC1zZWNyZXQ=";
+
+    async fn emulator() -> gigachat_emulator::Emulator {
+        let config = gigachat_emulator::EmulatorConfig {
+            credentials: vec![gigachat_emulator::Credential::new(KEY, "GIGACHAT_API_PERS")],
+            ..gigachat_emulator::EmulatorConfig::default()
+        };
+        gigachat_emulator::Emulator::start(config, ([127, 0, 0, 1], 0).into())
+            .await
+            .unwrap()
+    }
+
+    fn manager(emulator: &gigachat_emulator::Emulator, extra: &[(&str, &str)]) -> TokenManager {
+        let mut vars = vec![
+            ("GIGACHAT_CREDENTIALS".to_owned(), KEY.to_owned()),
+            ("GIGACHAT_AUTH_URL".to_owned(), emulator.auth_url()),
+            ("GIGACHAT_BASE_URL".to_owned(), emulator.base_url()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_lookup(crate::config::Platform::Local, |name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        TokenManager::new(&config, reqwest::Client::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_token() {
+        let emulator = emulator().await;
+        let tokens = manager(&emulator, &[]);
+        let token = tokens.token().await.unwrap();
+        let value = token.header.to_str().unwrap().trim_start_matches("Bearer ");
+        assert!(value.len() > 8);
+        for printed in [format!("{token:?}"), format!("{tokens:?}")] {
+            assert!(!printed.contains(value), "{printed}");
+        }
+    }
+
+    #[tokio::test]
+    async fn invalidate_forgets_only_the_rejected_generation() {
+        let emulator = emulator().await;
+        let tokens = manager(&emulator, &[]);
+        let first = tokens.token().await.unwrap();
+        tokens.invalidate(first.generation + 7);
+        assert_eq!(tokens.token().await.unwrap().generation, first.generation);
+        assert!(tokens.rejected.lock().unwrap().is_none());
+        tokens.invalidate(first.generation);
+        assert_eq!(
+            *tokens.rejected.lock().unwrap(),
+            Some(first.fingerprint),
+            "the rejected token is remembered so Redis cannot hand it back"
+        );
+        let second = tokens.token().await.unwrap();
+        assert!(second.generation > first.generation);
+        assert_eq!(tokens.oauth_calls(), 2);
+        assert_eq!(emulator.stats().oauth_calls, 2);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_costs_one_local_oauth_call_and_little_time() {
+        let emulator = emulator().await;
+        let tokens = Arc::new(manager(
+            &emulator,
+            &[
+                ("REDIS_URL", "redis://127.0.0.1:1"),
+                ("GIGACHAT_PROXY_REDIS_TIMEOUT_MS", "200"),
+            ],
+        ));
+        assert!(tokens.shared.is_some());
+        let started = Instant::now();
+        let burst = (0..20).map(|_| {
+            let tokens = Arc::clone(&tokens);
+            tokio::spawn(async move { tokens.token().await.map(|t| t.generation) })
+        });
+        for result in futures_util::future::join_all(burst).await {
+            assert_eq!(result.unwrap().unwrap(), 1);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(emulator.stats().oauth_calls, 1);
     }
 }
