@@ -397,7 +397,7 @@ async fn inspect(
             Ok(Err(_)) => {
                 return Err(Error::UpstreamUnreachable {
                     stage: "api",
-                    host: String::new(),
+                    host: upstream.url().host_str().unwrap_or_default().to_owned(),
                     cause: crate::error::TransportCause::Other,
                 });
             }
