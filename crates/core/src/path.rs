@@ -66,7 +66,11 @@ impl UpstreamBase {
         }
         let url = Url::parse(&url).map_err(|_| Error::InvalidPath("not a valid URL path"))?;
         // Defence in depth: the checks above already make this impossible.
-        if url.host_str() != Some(self.host.as_str()) || !url.as_str().starts_with(prefix) {
+        let within = url
+            .as_str()
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        if url.host_str() != Some(self.host.as_str()) || !within {
             return Err(Error::InvalidPath("the path leaves the GigaChat API"));
         }
         Ok(url)
@@ -87,6 +91,17 @@ fn check_path(path: &str) -> Result<(), Error> {
         if segment.is_empty() {
             return Err(Error::InvalidPath(
                 "empty path segment (`//` or a trailing slash)",
+            ));
+        }
+        // `?`, `#`, spaces and control bytes never appear in a real request
+        // path, and a URL parser would cut or trim at them — turning the
+        // `..` in `v2/..?` into a real dot segment.
+        if segment
+            .bytes()
+            .any(|b| b <= 0x20 || b == b'?' || b == b'#' || b == 0x7f)
+        {
+            return Err(Error::InvalidPath(
+                "a query, fragment, space or control character inside the path",
             ));
         }
         if segment.contains('\\') {
@@ -191,6 +206,13 @@ mod tests {
             "//evil.example/x",
             "models%00",
             "models%0d%0aX-Injected:1",
+            // Found by the fuzzer: a URL parser cuts at `?`/`#` and trims
+            // spaces, turning these `..` into real dot segments.
+            "v2/..?",
+            "v2/..#x",
+            "v2/%2e%2e?",
+            "v1/.. ",
+            "models x",
         ];
         for attempt in attempts {
             let result = b.resolve(attempt, None);

@@ -56,11 +56,12 @@ impl UpstreamBody {
         self.finished = true;
         tracing::warn!(request_id = %self.request_id, code, "upstream answer ended with an error");
         if self.sse {
-            Poll::Ready(Some(Ok(Frame::data(sse_error_event(
-                message,
-                code,
-                &self.request_id,
-            )))))
+            // The break may have come in the middle of an event: a blank
+            // line first ends it, so the error arrives as an event of its
+            // own (extra blank lines between events are ignored by readers).
+            let mut bytes = b"\n\n".to_vec();
+            bytes.extend_from_slice(&sse_error_event(message, code, &self.request_id));
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(bytes)))))
         } else {
             // Without a framing of its own, a non-SSE body can only signal
             // the failure by breaking off.
