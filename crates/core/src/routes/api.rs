@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::Answer;
@@ -531,16 +531,46 @@ where
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut body = std::pin::pin!(body);
     if declared.is_some_and(|len| len > limit as u64) {
+        drain(body.as_mut(), limit).await;
         return Err(Error::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(Error::BodyTooLarge { limit })
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(Error::BodyUnreadable);
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if collected.len() + data.len() > limit {
+            drain(body.as_mut(), limit).await;
+            return Err(Error::BodyTooLarge { limit });
         }
-        Err(_) => Err(Error::BodyUnreadable),
+        collected.extend_from_slice(&data);
     }
+    Ok(Bytes::from(collected))
+}
+
+/// Reads and discards the rest of an oversized body (bounded in bytes and
+/// time) so the client, still sending, can read the 413 instead of seeing
+/// the connection close under it.
+async fn drain<B>(mut body: std::pin::Pin<&mut B>, limit: usize)
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let budget = limit.saturating_add(1024 * 1024);
+    let discard = async {
+        let mut discarded = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            discarded += frame.data_ref().map_or(0, Bytes::len);
+            if discarded > budget {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), discard).await;
 }
 
 #[cfg(test)]

@@ -29,7 +29,6 @@ pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Clien
         // without capping how long a healthy stream may run.
         .read_timeout(config.stream_idle_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         .tcp_keepalive(Duration::from_secs(60))
         .http2_adaptive_window(true)
