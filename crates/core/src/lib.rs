@@ -43,7 +43,9 @@ pub struct Proxy {
 
 pub(crate) struct Ready {
     pub(crate) config: Config,
-    pub(crate) http: reqwest::Client,
+    /// The forwarding client (every API call); the token manager holds the
+    /// OAuth one.
+    pub(crate) upstream: upstream::client::UpstreamClient,
     pub(crate) tokens: upstream::token::TokenManager,
     pub(crate) sessions: session::SessionKeys,
     pub(crate) base: path::UpstreamBase,
@@ -66,7 +68,9 @@ impl Proxy {
     }
 
     pub fn new(config: Config) -> Self {
-        let state = upstream::client::build_with_tls(&config, &config.tls).and_then(|http| {
+        let clients = upstream::client::UpstreamClient::new(&config, &config.tls)
+            .and_then(|api| Ok((api, upstream::client::build_with_tls(&config, &config.tls)?)));
+        let state = clients.and_then(|(api, http)| {
             // One Redis connection for the cache and the shared token (the
             // limiter keeps its own); none when no Redis is configured.
             let redis = config
@@ -88,7 +92,7 @@ impl Proxy {
                 sessions: session::SessionKeys::new(&config.session_secret, config.session_ttl),
                 base: path::UpstreamBase::new(&config.base_url),
                 tokens,
-                http,
+                upstream: api,
                 config,
             }))
         });

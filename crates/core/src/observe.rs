@@ -93,8 +93,14 @@ impl RequestLog {
     /// Keeps the identity in logs linkable across requests without
     /// recording who it is (an API key id, a user id, an IP address).
     pub fn set_identity(&mut self, key: &str) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(key.as_bytes());
-        self.identity = Some(digest[..6].iter().map(|b| format!("{b:02x}")).collect());
+        let mut hex = String::with_capacity(12);
+        for byte in &digest[..6] {
+            hex.push(char::from(HEX[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        self.identity = Some(hex);
     }
 
     pub fn elapsed_ms(&self) -> f64 {

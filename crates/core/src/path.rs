@@ -8,6 +8,7 @@
 //! `..` to a neighbouring service. Refusing is also the only answer that
 //! cannot surprise anyone: GigaChat has no path that needs these.
 
+use http::Uri;
 use percent_encoding::percent_decode_str;
 use reqwest::Url;
 
@@ -41,6 +42,11 @@ impl UpstreamBase {
         }
     }
 
+    /// GigaChat's API host, for error messages.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The upstream URL for a client path (the part after
     /// `/api/gigachat-api/`) and query.
     ///
@@ -48,7 +54,10 @@ impl UpstreamBase {
     /// - `v1/models` → `{base without /vN}/v1/models`, and likewise `v2/…`,
     ///   so the official SDKs work with `base_url` set to
     ///   `…/api/gigachat-api/v1` (their v2 chat rewrites the trailing `/v1`).
-    pub fn resolve(&self, client_path: &str, query: Option<&str>) -> Result<Url, Error> {
+    ///
+    /// The result is an `http::Uri`, which the forwarding client takes as is
+    /// (no second parse on the way out).
+    pub fn resolve(&self, client_path: &str, query: Option<&str>) -> Result<Uri, Error> {
         check_path(client_path)?;
         let first = client_path.split('/').next().unwrap_or_default();
         let prefix = match &self.versionless {
@@ -64,16 +73,16 @@ impl UpstreamBase {
             url.push('?');
             url.push_str(query);
         }
-        let url = Url::parse(&url).map_err(|_| Error::InvalidPath("not a valid URL path"))?;
-        // Defence in depth: the checks above already make this impossible.
+        // Defence in depth: the checks above already make leaving the base
+        // impossible, and `Uri` keeps the text as it is (no normalization).
         let within = url
-            .as_str()
             .strip_prefix(prefix.as_str())
             .is_some_and(|rest| rest.starts_with('/'));
-        if url.host_str() != Some(self.host.as_str()) || !within {
+        let uri = Uri::try_from(url).map_err(|_| Error::InvalidPath("not a valid URL path"))?;
+        if uri.host() != Some(self.host.as_str()) || !within {
             return Err(Error::InvalidPath("the path leaves the GigaChat API"));
         }
-        Ok(url)
+        Ok(uri)
     }
 }
 
@@ -107,8 +116,13 @@ fn check_path(path: &str) -> Result<(), Error> {
         if segment.contains('\\') {
             return Err(Error::InvalidPath("backslash in the path"));
         }
-        let decoded = percent_decode_str(segment).collect::<Vec<u8>>();
-        if decoded == b"." || decoded == b".." {
+        // Most segments hold no escapes: check them as they are.
+        let decoded: std::borrow::Cow<'_, [u8]> = if segment.contains('%') {
+            percent_decode_str(segment).collect::<Vec<u8>>().into()
+        } else {
+            segment.as_bytes().into()
+        };
+        if *decoded == *b"." || *decoded == *b".." {
             return Err(Error::InvalidPath("dot segment (`.` or `..`) in the path"));
         }
         if decoded.iter().any(|&b| b == b'/' || b == b'\\') {
@@ -138,13 +152,13 @@ mod tests {
     fn plain_paths_append_to_the_base() {
         let b = base("https://api.giga.chat/v1");
         assert_eq!(
-            b.resolve("chat/completions", None).unwrap().as_str(),
+            b.resolve("chat/completions", None).unwrap().to_string(),
             "https://api.giga.chat/v1/chat/completions"
         );
         assert_eq!(
             b.resolve("files/abc-123/content", Some("x=1&y=%20"))
                 .unwrap()
-                .as_str(),
+                .to_string(),
             "https://api.giga.chat/v1/files/abc-123/content?x=1&y=%20"
         );
     }
@@ -153,11 +167,11 @@ mod tests {
     fn versioned_paths_replace_the_base_version() {
         let b = base("https://api.giga.chat/v1");
         assert_eq!(
-            b.resolve("v1/models", None).unwrap().as_str(),
+            b.resolve("v1/models", None).unwrap().to_string(),
             "https://api.giga.chat/v1/models"
         );
         assert_eq!(
-            b.resolve("v2/chat/completions", None).unwrap().as_str(),
+            b.resolve("v2/chat/completions", None).unwrap().to_string(),
             "https://api.giga.chat/v2/chat/completions"
         );
         let legacy = base("https://gigachat.devices.sberbank.ru/api/v1/");
@@ -165,11 +179,11 @@ mod tests {
             legacy
                 .resolve("v2/chat/completions", None)
                 .unwrap()
-                .as_str(),
+                .to_string(),
             "https://gigachat.devices.sberbank.ru/api/v2/chat/completions"
         );
         assert_eq!(
-            legacy.resolve("models", None).unwrap().as_str(),
+            legacy.resolve("models", None).unwrap().to_string(),
             "https://gigachat.devices.sberbank.ru/api/v1/models"
         );
     }
@@ -178,7 +192,7 @@ mod tests {
     fn a_base_without_version_takes_paths_as_they_are() {
         let b = base("http://127.0.0.1:8090/custom");
         assert_eq!(
-            b.resolve("v2/chat/completions", None).unwrap().as_str(),
+            b.resolve("v2/chat/completions", None).unwrap().to_string(),
             "http://127.0.0.1:8090/custom/v2/chat/completions"
         );
     }
@@ -231,7 +245,7 @@ mod tests {
             "files/%40evil.com",
         ] {
             let url = b.resolve(path, Some("next=https://evil.example")).unwrap();
-            assert_eq!(url.host_str(), Some("api.giga.chat"), "{path}");
+            assert_eq!(url.host(), Some("api.giga.chat"), "{path}");
         }
     }
 }

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -225,7 +224,7 @@ impl ResponseCache {
     pub(crate) fn key(
         &self,
         parts: &http::request::Parts,
-        url: &Url,
+        url: &http::Uri,
         body: &[u8],
         identity: &str,
     ) -> Option<CacheKey> {
@@ -270,7 +269,7 @@ impl ResponseCache {
             self.namespace.as_bytes(),
             scope.as_bytes(),
             parts.method.as_str().as_bytes(),
-            url.as_str().as_bytes(),
+            url.to_string().as_bytes(),
             &canonical,
         ] {
             // Length-prefixed, so no two different tuples hash alike.
@@ -477,6 +476,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use http_body_util::BodyExt;
+    use reqwest::Url;
 
     const BASE: &str = "http://127.0.0.1:9/api/v1";
 

@@ -8,8 +8,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::Answer;
@@ -18,7 +22,7 @@ use crate::Ready;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::observe::{RequestLog, Usage};
-use crate::upstream::body::UpstreamBody;
+use crate::upstream::body::{BodyLimits, UpstreamBody};
 
 const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
@@ -122,7 +126,7 @@ where
 
 struct Outgoing {
     method: Method,
-    url: reqwest::Url,
+    url: Uri,
     headers: HeaderMap,
     body: Bytes,
     retryable: bool,
@@ -198,19 +202,21 @@ async fn forward(
     let config = &ready.config;
     let started = Instant::now();
     let deadline = started + config.timeout;
-    let host = outgoing.url.host_str().unwrap_or_default().to_owned();
+    let host = outgoing.url.host().unwrap_or_default();
     let mut refreshed_after_401 = false;
     let mut retries = 0u32;
     loop {
         let token = ready.tokens.token().await?;
-        let mut headers = outgoing.headers.clone();
+        let mut request = Request::new(Full::new(outgoing.body.clone()));
+        *request.method_mut() = outgoing.method.clone();
+        *request.uri_mut() = outgoing.url.clone();
+        let headers = request.headers_mut();
+        headers.reserve(outgoing.headers.len() + 2);
+        for (name, value) in &outgoing.headers {
+            headers.append(name, value.clone());
+        }
         headers.insert(header::AUTHORIZATION, token.header.clone());
-        let send = ready
-            .http
-            .request(outgoing.method.clone(), outgoing.url.clone())
-            .headers(headers)
-            .body(outgoing.body.clone())
-            .send();
+        let send = ready.upstream.send(request);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt = match tokio::time::timeout(remaining, send).await {
             Err(_) => Attempt::Transient {
@@ -222,7 +228,7 @@ async fn forward(
             },
             Ok(Err(err)) => {
                 let error =
-                    crate::upstream::transport_error(&err, "api", &host, config.timeout.as_secs());
+                    crate::upstream::forward_error(&err, "api", host, config.timeout.as_secs());
                 // Only failures to connect are certain not to have reached
                 // GigaChat; anything later may have been processed.
                 if err.is_connect() {
@@ -304,30 +310,36 @@ fn backoff(policy: &crate::config::RetryPolicy, retry: u32) -> Duration {
 /// answer read whole is also left in `answer_bytes` (a cheap `Bytes` clone).
 async fn inspect(
     ready: &Ready,
-    mut upstream: reqwest::Response,
+    upstream: Response<Incoming>,
     request_id: &str,
     deadline: Instant,
     usage: &mut Option<Usage>,
     answer_bytes: &mut Option<Bytes>,
 ) -> Result<Attempt, Error> {
-    let status = upstream.status();
+    let (parts, mut body) = upstream.into_parts();
+    let status = parts.status;
     let retry_set = &ready.config.retry.on_status;
-    let content_type = upstream
-        .headers()
+    let content_type = parts
+        .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let sse = content_type.trim_start().starts_with("text/event-stream");
-    let headers = client_headers(upstream.headers(), sse);
-    let total = ready.config.total_timeout;
+        .map_or(&[][..], HeaderValue::as_bytes)
+        .trim_ascii_start();
+    let sse = starts_with_ignore_case(content_type, b"text/event-stream");
+    let is_json = content_type
+        .windows(4)
+        .any(|window| window.eq_ignore_ascii_case(b"json"));
+    let headers = client_headers(&parts.headers, sse);
+    let limits = BodyLimits {
+        total: ready.config.total_timeout,
+        idle: ready.config.stream_idle_timeout,
+    };
 
     if retry_set.contains(&status.as_u16()) {
-        let retry_after = retry_after(upstream.headers());
+        let retry_after = retry_after(&parts.headers);
         let response = build(
             status,
             headers,
-            UpstreamBody::new(upstream, sse, request_id.to_owned(), Vec::new(), total).boxed(),
+            UpstreamBody::new(body, sse, request_id.to_owned(), Vec::new(), limits).boxed(),
         );
         return Ok(Attempt::Transient {
             retry_after,
@@ -343,8 +355,8 @@ async fn inspect(
             let remaining = deadline
                 .saturating_duration_since(Instant::now())
                 .max(ready.config.stream_idle_timeout);
-            let chunk = match tokio::time::timeout(remaining, upstream.chunk()).await {
-                Ok(Ok(Some(chunk))) => chunk,
+            let chunk = match tokio::time::timeout(remaining, next_data(&mut body)).await {
+                Ok(Some(Ok(chunk))) => chunk,
                 // End, a broken stream or a stall: what was read is passed
                 // on and the body reports the rest as usual.
                 _ => break,
@@ -359,22 +371,20 @@ async fn inspect(
         }
         if let Some(error) = first_data
             .as_deref()
-            .and_then(|data| error_object(data.as_bytes()))
+            .and_then(|data| ErrorObject::of(data.as_bytes()))
         {
             return Ok(error_in_200(error, retry_set));
         }
-        let body = UpstreamBody::new(upstream, true, request_id.to_owned(), prefix, total).boxed();
+        let body = UpstreamBody::new(body, true, request_id.to_owned(), prefix, limits).boxed();
         return Ok(Attempt::Done(build(status, headers, body), true));
     }
-    let small_json = content_type.contains("json")
-        && upstream
-            .content_length()
-            .is_none_or(|len| len <= INSPECTED_JSON_MAX);
+    let content_length = body.size_hint().exact();
+    let small_json = is_json && content_length.is_none_or(|len| len <= INSPECTED_JSON_MAX);
     if status == StatusCode::OK && small_json {
         let remaining = deadline
             .saturating_duration_since(Instant::now())
             .max(ready.config.stream_idle_timeout);
-        let bytes = match tokio::time::timeout(remaining, read_capped(&mut upstream)).await {
+        let bytes = match tokio::time::timeout(remaining, read_capped(&mut body)).await {
             Ok(Ok(Some(bytes))) => bytes,
             Ok(Ok(None)) => {
                 // Larger than announced: stream the rest untouched.
@@ -382,14 +392,8 @@ async fn inspect(
                     build(
                         status,
                         headers,
-                        UpstreamBody::new(
-                            upstream,
-                            false,
-                            request_id.to_owned(),
-                            Vec::new(),
-                            total,
-                        )
-                        .boxed(),
+                        UpstreamBody::new(body, false, request_id.to_owned(), Vec::new(), limits)
+                            .boxed(),
                     ),
                     false,
                 ));
@@ -397,7 +401,7 @@ async fn inspect(
             Ok(Err(_)) => {
                 return Err(Error::UpstreamUnreachable {
                     stage: "api",
-                    host: upstream.url().host_str().unwrap_or_default().to_owned(),
+                    host: ready.base.host().to_owned(),
                     cause: crate::error::TransportCause::Other,
                 });
             }
@@ -408,39 +412,92 @@ async fn inspect(
                 });
             }
         };
-        if let Some(error) = error_object(&bytes) {
+        // One parse for both questions: is it an error object, and what
+        // did it cost.
+        let read = AnswerFields::of(&bytes);
+        if let Some(error) = read.error(&bytes) {
             return Ok(error_in_200(error, retry_set));
         }
-        *usage = crate::observe::usage_in(&bytes);
+        *usage = read.usage;
         *answer_bytes = Some(bytes.clone());
         return Ok(Attempt::Done(
             build(status, headers, crate::body::full(bytes)),
             false,
         ));
     }
-    let body = UpstreamBody::new(upstream, sse, request_id.to_owned(), Vec::new(), total).boxed();
+    let body = UpstreamBody::new(body, sse, request_id.to_owned(), Vec::new(), limits).boxed();
     Ok(Attempt::Done(build(status, headers, body), sse))
+}
+
+fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    value
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+}
+
+/// The next data chunk of a body (trailers skipped), `None` at its end.
+async fn next_data(body: &mut Incoming) -> Option<Result<Bytes, hyper::Error>> {
+    loop {
+        match body.frame().await? {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+            Err(err) => return Some(Err(err)),
+        }
+    }
 }
 
 /// Reads a body whole if it stays within [`INSPECTED_JSON_MAX`]; `None`
 /// (with the bytes read so far lost) never happens for GigaChat's JSON
-/// answers, which announce their length.
-async fn read_capped(upstream: &mut reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
+/// answers, which announce their length. A body that arrives in one chunk
+/// (the usual case) is kept as it is, without a copy.
+async fn read_capped(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
+    let mut first: Option<Bytes> = None;
     let mut collected = Vec::new();
-    while let Some(chunk) = upstream.chunk().await? {
-        if collected.len() + chunk.len() > INSPECTED_JSON_MAX as usize {
+    while let Some(chunk) = next_data(body).await {
+        let chunk = chunk?;
+        let so_far = first.as_ref().map_or(0, Bytes::len) + collected.len();
+        if so_far + chunk.len() > INSPECTED_JSON_MAX as usize {
             return Ok(None);
         }
-        if collected.is_empty()
-            && upstream
-                .content_length()
-                .is_some_and(|len| len as usize == chunk.len())
-        {
-            return Ok(Some(chunk));
+        match first.take() {
+            None if collected.is_empty() => first = Some(chunk),
+            None => collected.extend_from_slice(&chunk),
+            Some(head) => {
+                collected.extend_from_slice(&head);
+                collected.extend_from_slice(&chunk);
+            }
         }
-        collected.extend_from_slice(&chunk);
     }
-    Ok(Some(Bytes::from(collected)))
+    Ok(Some(first.unwrap_or_else(|| Bytes::from(collected))))
+}
+
+/// What the proxy reads of a whole JSON answer, in one pass: the shape of
+/// GigaChat's error object and the token usage.
+#[derive(Deserialize, Default)]
+struct AnswerFields {
+    status: Option<u16>,
+    message: Option<serde::de::IgnoredAny>,
+    usage: Option<Usage>,
+}
+
+impl AnswerFields {
+    fn of(json: &[u8]) -> Self {
+        serde_json::from_slice(json).unwrap_or_default()
+    }
+
+    fn error(&self, json: &Bytes) -> Option<ErrorObject> {
+        self.message.as_ref()?;
+        let status = StatusCode::from_u16(self.status?)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())?;
+        Some(ErrorObject {
+            status,
+            body: json.clone(),
+        })
+    }
 }
 
 struct ErrorObject {
@@ -448,22 +505,11 @@ struct ErrorObject {
     body: Bytes,
 }
 
-/// `{"status": 4xx|5xx, "message": "…"}` where an answer should be.
-fn error_object(json: &[u8]) -> Option<ErrorObject> {
-    #[derive(Deserialize)]
-    struct Shape {
-        status: u16,
-        message: serde::de::IgnoredAny,
+impl ErrorObject {
+    /// `{"status": 4xx|5xx, "message": "…"}` where an answer should be.
+    fn of(json: &[u8]) -> Option<Self> {
+        AnswerFields::of(json).error(&Bytes::copy_from_slice(json))
     }
-    let shape: Shape = serde_json::from_slice(json).ok()?;
-    let _ = shape.message;
-    let status = StatusCode::from_u16(shape.status)
-        .ok()
-        .filter(|s| s.is_client_error() || s.is_server_error())?;
-    Some(ErrorObject {
-        status,
-        body: Bytes::copy_from_slice(json),
-    })
 }
 
 fn error_in_200(error: ErrorObject, retry_set: &[u16]) -> Attempt {
@@ -484,7 +530,7 @@ fn error_in_200(error: ErrorObject, retry_set: &[u16]) -> Attempt {
     }
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: u64 = headers
         .get(header::RETRY_AFTER)?
         .to_str()
@@ -497,7 +543,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// GigaChat's headers for the client: hop-by-hop ones, cookies and its
 /// Sber-only CORS dropped; SSE marked so no proxy or CDN buffers it.
-fn client_headers(upstream: &reqwest::header::HeaderMap, sse: bool) -> HeaderMap {
+fn client_headers(upstream: &HeaderMap, sse: bool) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
     for (name, value) in upstream {
         if crate::headers::is_forwarded_to_client(name) {
@@ -591,12 +637,12 @@ mod tests {
 
     #[test]
     fn error_objects_are_recognised_only_in_their_shape() {
-        let found = error_object(br#"{"status":429,"message":"Too many requests"}"#).unwrap();
+        let found = ErrorObject::of(br#"{"status":429,"message":"Too many requests"}"#).unwrap();
         assert_eq!(found.status, StatusCode::TOO_MANY_REQUESTS);
-        assert!(error_object(br#"{"choices":[],"usage":{}}"#).is_none());
-        assert!(error_object(br#"{"status":200,"message":"Function is valid"}"#).is_none());
-        assert!(error_object(br#"[{"object":"tokens","tokens":2}]"#).is_none());
-        assert!(error_object(b"data").is_none());
+        assert!(ErrorObject::of(br#"{"choices":[],"usage":{}}"#).is_none());
+        assert!(ErrorObject::of(br#"{"status":200,"message":"Function is valid"}"#).is_none());
+        assert!(ErrorObject::of(br#"[{"object":"tokens","tokens":2}]"#).is_none());
+        assert!(ErrorObject::of(b"data").is_none());
     }
 
     #[test]

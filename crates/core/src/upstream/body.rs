@@ -16,35 +16,56 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use serde_json::json;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 
 pub struct UpstreamBody {
     /// Chunks already read (to look at the first event) and not yet sent.
     prefix: VecDeque<Bytes>,
-    inner: reqwest::Body,
+    inner: Incoming,
     sse: bool,
     finished: bool,
     request_id: String,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The answer must be complete by then (`GIGACHAT_PROXY_TOTAL_TIMEOUT`).
+    deadline: Instant,
+    /// Longest silence between two chunks (`GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT`).
+    idle: Duration,
+    /// One timer for both limits: it fires at the earlier of the deadline
+    /// and the last chunk plus `idle`, and is moved on after every chunk.
+    timer: Pin<Box<Sleep>>,
+    overdue: bool,
+}
+
+/// The limits an answer's body is read under.
+#[derive(Clone, Copy)]
+pub struct BodyLimits {
+    pub total: Duration,
+    pub idle: Duration,
 }
 
 impl UpstreamBody {
     pub fn new(
-        response: reqwest::Response,
+        response: Incoming,
         sse: bool,
         request_id: String,
         prefix: Vec<Bytes>,
-        total: Duration,
+        limits: BodyLimits,
     ) -> Self {
+        let now = Instant::now();
+        let deadline = now + limits.total;
         Self {
             prefix: prefix.into(),
-            inner: reqwest::Body::from(response),
+            inner: response,
             sse,
             finished: false,
             request_id,
-            deadline: Box::pin(tokio::time::sleep(total)),
+            deadline,
+            idle: limits.idle,
+            timer: Box::pin(tokio::time::sleep_until((now + limits.idle).min(deadline))),
+            overdue: false,
         }
     }
 
@@ -100,26 +121,49 @@ impl Body for UpstreamBody {
         if let Some(chunk) = self.prefix.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        if self.overdue {
             return self.fail(
                 "the answer took longer than GIGACHAT_PROXY_TOTAL_TIMEOUT",
                 "upstream_timeout",
             );
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(Some(Err(err))) if err.is_timeout() => self.fail(
-                "GigaChat stopped sending in the middle of the answer (GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT)",
-                "upstream_timeout",
-            ),
-            Poll::Ready(Some(Err(_))) => {
-                self.fail("the connection to GigaChat broke in the middle of the answer", "upstream_stream_broken")
+            Poll::Ready(Some(Ok(frame))) => {
+                let now = Instant::now();
+                if now >= self.deadline {
+                    // Data kept coming past the deadline: this chunk goes
+                    // out, the next poll ends the answer.
+                    self.overdue = true;
+                } else {
+                    let next = (now + self.idle).min(self.deadline);
+                    self.timer.as_mut().reset(next);
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
+            Poll::Ready(Some(Err(_))) => self.fail(
+                "the connection to GigaChat broke in the middle of the answer",
+                "upstream_stream_broken",
+            ),
             Poll::Ready(None) => {
                 self.finished = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if Instant::now() >= self.deadline {
+                    self.fail(
+                        "the answer took longer than GIGACHAT_PROXY_TOTAL_TIMEOUT",
+                        "upstream_timeout",
+                    )
+                } else {
+                    self.fail(
+                        "GigaChat stopped sending in the middle of the answer (GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT)",
+                        "upstream_timeout",
+                    )
+                }
+            }
         }
     }
 

@@ -1,60 +1,130 @@
-//! The one pooled HTTP client to GigaChat, built at start-up.
+//! The pooled HTTP clients to GigaChat, built once at start-up.
 //!
 //! Built once per process (never per request) so connections and TLS
 //! sessions are reused across requests and across warm serverless
-//! invocations. The OAuth call goes through the same client: GigaChat's
-//! OAuth host needs the same Russian root and, for corporate keys, the same
-//! client certificate.
+//! invocations. Both share one rustls configuration
+//! ([`TlsConfig::client_config`]): GigaChat's OAuth host needs the same
+//! Russian root and, for corporate keys, the same client certificate.
+//!
+//! - [`UpstreamClient`] forwards the API calls: hyper's pooled client
+//!   directly, because everything reqwest adds per request (two URL parses,
+//!   a redirect policy, its own future and body wrappers) measured as a
+//!   fifth of the proxy's CPU time per call (`bench/results.md`).
+//! - [`build`] gives the reqwest client for the cold paths: the OAuth token
+//!   exchange and the deep health check, where its conveniences (forms,
+//!   JSON) are worth more than microseconds.
 
 use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Config;
 use crate::error::Error;
 
 use super::tls::{self, TlsConfig};
 
-/// The client with the configuration's own TLS settings (`config.tls`).
+/// Idle pooled connections close after this long (GigaChat's own idle
+/// timeout is longer; a dead pooled connection costs a retry, not an error).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+const USER_AGENT: &str = concat!("gigachat-proxy/", env!("CARGO_PKG_VERSION"));
+
+/// The forwarding client: keep-alive pool, HTTP/2 where the host offers it
+/// (ALPN), TCP_NODELAY so small SSE events are not held back. It never
+/// follows redirects: one from GigaChat is never expected, and following
+/// it could carry the request (and its body) somewhere unintended.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    user_agent: HeaderValue,
+}
+
+impl UpstreamClient {
+    pub fn new(config: &Config, tls: &TlsConfig) -> Result<Self, Error> {
+        let mut http = HttpConnector::new();
+        // The scheme is the TLS layer's business (https, or http for a
+        // local emulator).
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let tls_config = tls.client_config().map_err(Error::Config)?;
+        warn_if_unverified(tls);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let inner = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .http2_adaptive_window(true)
+            .build(connector);
+        Ok(Self {
+            inner,
+            user_agent: HeaderValue::from_static(USER_AGENT),
+        })
+    }
+
+    /// Sends one request; resolves when the response headers are in (the
+    /// body streams afterwards). The caller bounds the wait.
+    pub async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        request
+            .headers_mut()
+            .insert(header::USER_AGENT, self.user_agent.clone());
+        self.inner.request(request).await
+    }
+}
+
+/// The reqwest client of the cold paths (OAuth, deep health), with the
+/// configuration's own TLS settings.
 pub fn build(config: &Config) -> Result<reqwest::Client, Error> {
     build_with_tls(config, &config.tls)
 }
 
-/// The client with `tls` applied on top of the embedded Russian root and
-/// the webpki roots. Only this client gets these settings: nothing else in
-/// the process (the Redis limiter, JWKS fetches) trusts the extra roots or
-/// skips verification.
+/// The reqwest client with `tls` (see [`TlsConfig::client_config`]). Only
+/// the upstream clients get these settings: nothing else in the process
+/// (the Redis limiter, JWKS fetches) trusts the extra roots or skips
+/// verification.
 pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Client, Error> {
     apply_tls(reqwest::Client::builder(), tls)?
         .connect_timeout(config.connect_timeout)
-        // Longest silence between two reads: bounds a stalled stream
-        // without capping how long a healthy stream may run.
+        // Longest silence between two reads: bounds a stalled answer.
         .read_timeout(config.stream_idle_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(60))
+        .tcp_keepalive(TCP_KEEPALIVE)
         .http2_adaptive_window(true)
-        // A redirect from GigaChat is never expected; following one could
-        // carry the request (and its body) somewhere unintended.
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("gigachat-proxy/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .build()
         .map_err(|_| Error::Internal("could not build the upstream HTTP client"))
 }
 
-/// The trust and identity settings of the upstream client, apart from the
+/// The trust and identity settings of the upstream clients, apart from the
 /// rest so tests can apply exactly these to a client of their own.
 pub(crate) fn apply_tls(
     builder: reqwest::ClientBuilder,
     tls: &TlsConfig,
 ) -> Result<reqwest::ClientBuilder, Error> {
-    let root = tls::russian_trusted_root()
-        .map_err(|_| Error::Internal("the embedded Russian Trusted Root CA does not parse"))?;
-    let mut builder = builder.add_root_certificate(root);
-    for cert in tls.extra_roots()? {
-        builder = builder.add_root_certificate(cert);
-    }
-    if let Some(identity) = tls.identity()? {
-        builder = builder.identity(identity);
-    }
+    let mut config = tls.client_config().map_err(Error::Config)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(builder.use_preconfigured_tls(config))
+}
+
+fn warn_if_unverified(tls: &TlsConfig) {
     if !tls.verify {
         tracing::warn!(
             variable = tls::VERIFY_SSL_CERTS,
@@ -63,7 +133,5 @@ pub(crate) fn apply_tls(
              the access tokens and every prompt. Use GIGACHAT_CA_BUNDLE_FILE to trust a corporate \
              proxy's CA instead, and never run production like this."
         );
-        builder = builder.danger_accept_invalid_certs(true);
     }
-    Ok(builder)
 }

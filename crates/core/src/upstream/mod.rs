@@ -10,15 +10,50 @@ pub mod token;
 
 use crate::error::{Error, TransportCause};
 
-/// Classifies a reqwest failure without exposing its text (which can carry
-/// URLs with client-supplied query strings) to the client.
+/// Classifies a reqwest failure (OAuth, health) without exposing its text
+/// (which can carry URLs with client-supplied query strings) to the client.
 pub(crate) fn transport_error(
     err: &reqwest::Error,
     stage: &'static str,
     host: &str,
     timeout_secs: u64,
 ) -> Error {
-    if err.is_timeout() {
+    classify(
+        err,
+        err.is_connect(),
+        err.is_timeout(),
+        stage,
+        host,
+        timeout_secs,
+    )
+}
+
+/// Classifies a failure of the forwarding client the same way.
+pub(crate) fn forward_error(
+    err: &hyper_util::client::legacy::Error,
+    stage: &'static str,
+    host: &str,
+    timeout_secs: u64,
+) -> Error {
+    classify(
+        err,
+        err.is_connect(),
+        timed_out(err),
+        stage,
+        host,
+        timeout_secs,
+    )
+}
+
+fn classify(
+    err: &(dyn std::error::Error + 'static),
+    is_connect: bool,
+    is_timeout: bool,
+    stage: &'static str,
+    host: &str,
+    timeout_secs: u64,
+) -> Error {
+    if is_timeout {
         return Error::UpstreamTimeout {
             stage,
             seconds: timeout_secs,
@@ -26,7 +61,7 @@ pub(crate) fn transport_error(
     }
     let cause = if mentions_certificate(err) {
         TransportCause::Tls
-    } else if err.is_connect() {
+    } else if is_connect {
         TransportCause::Connect
     } else {
         TransportCause::Other
@@ -36,6 +71,22 @@ pub(crate) fn transport_error(
         host: host.to_owned(),
         cause,
     }
+}
+
+/// The connect timeout (`GIGACHAT_PROXY_CONNECT_TIMEOUT`) surfaces as an
+/// I/O `TimedOut` somewhere in the error's chain.
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = current {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 fn mentions_certificate(err: &(dyn std::error::Error + 'static)) -> bool {

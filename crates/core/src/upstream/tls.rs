@@ -17,8 +17,14 @@
 use std::fmt;
 use std::io::Read as _;
 
+use std::sync::Arc;
+
 use base64::Engine as _;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::{PemObject as _, SectionKind};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::config::ConfigError;
 use crate::secret::Secret;
@@ -161,6 +167,63 @@ impl TlsConfig {
         }
     }
 
+    /// The one rustls configuration of every connection to GigaChat (the
+    /// forwarding client's and the OAuth client's), so both trust exactly
+    /// the same roots and present the same client certificate: the webpki
+    /// roots, the embedded Russian root and `GIGACHAT_CA_BUNDLE_FILE`, or no
+    /// verification at all with `GIGACHAT_VERIFY_SSL_CERTS=false`. Without
+    /// ALPN: each client offers the HTTP versions it speaks.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, ConfigError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|_| config_error(CA_BUNDLE_FILE, "TLS protocol versions are unavailable"))?;
+        let builder = if self.verify {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let russian = CertificateDer::pem_slice_iter(RUSSIAN_TRUSTED_ROOT_CA_PEM);
+            let extra = self
+                .extra_roots_pem
+                .as_deref()
+                .map(CertificateDer::pem_slice_iter)
+                .into_iter()
+                .flatten();
+            for cert in russian.chain(extra) {
+                let added = cert.ok().is_some_and(|cert| roots.add(cert).is_ok());
+                if !added {
+                    return Err(config_error(
+                        CA_BUNDLE_FILE,
+                        "holds a certificate that is not a valid X.509 CA certificate",
+                    ));
+                }
+            }
+            builder.with_root_certificates(roots)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        };
+        let config = match &self.client_identity_pem {
+            None => builder.with_no_client_auth(),
+            Some(pem) => {
+                let unusable = || {
+                    config_error(
+                        CERT_FILE,
+                        "and GIGACHAT_KEY_FILE do not form a usable client identity",
+                    )
+                };
+                let chain = CertificateDer::pem_slice_iter(pem.expose())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| unusable())?;
+                let key = PrivateKeyDer::from_pem_slice(pem.expose()).map_err(|_| unusable())?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|_| unusable())?
+            }
+        };
+        Ok(config)
+    }
+
     /// The client identity, for the client builder.
     pub fn identity(&self) -> Result<Option<reqwest::Identity>, ConfigError> {
         match &self.client_identity_pem {
@@ -174,6 +237,57 @@ impl TlsConfig {
                     )
                 }),
         }
+    }
+}
+
+/// `GIGACHAT_VERIFY_SSL_CERTS=false`: any certificate for any name. The
+/// handshake signatures are still checked (with the provider's algorithms),
+/// so the session is at least bound to the key of the certificate shown.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
