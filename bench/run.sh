@@ -56,10 +56,6 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# Optional: allocators for the LD_PRELOAD comparison rows (skipped if absent).
-if [ ! -e /usr/lib/x86_64-linux-gnu/libmimalloc.so.2 ] && [ "$(id -u)" -eq 0 ]; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmimalloc2.0 libjemalloc2 >/dev/null 2>&1 || true
-fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 # --- builds ---------------------------------------------------------------

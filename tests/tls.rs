@@ -356,3 +356,94 @@ async fn broken_tls_settings_are_config_errors_naming_the_variable() {
         assert_eq!(s.emulator.stats().oauth_calls, 0);
     }
 }
+
+/// A minimal HTTP `CONNECT` proxy, like a corporate egress proxy: records
+/// each request line and pipes the tunnel's bytes both ways.
+async fn connect_proxy() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let recorded = std::sync::Arc::clone(&recorded);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                recorded.lock().unwrap().push(line.clone());
+                let target = line.split_whitespace().nth(1).unwrap_or_default();
+                let target = target.replace("localhost", "127.0.0.1");
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn https_proxy_from_the_environment_carries_both_oauth_and_api_calls() {
+    let pki = pki();
+    let (egress, tunnels) = connect_proxy().await;
+    let s = setup_tls(
+        &pki,
+        false,
+        &[
+            ("GIGACHAT_CA_BUNDLE_FILE", &pki.ca_file),
+            ("HTTPS_PROXY", &egress),
+        ],
+    )
+    .await;
+    let (status, body) = post_chat(&s, "through the egress proxy", false).await;
+    assert_chat_ok(status, &body, "through the egress proxy");
+    let (status, body) = post_chat(&s, "streamed through it", true).await;
+    assert_stream_ok(status, &body, "streamed through it");
+    let port = s
+        .emulator
+        .base_url()
+        .split(':')
+        .nth(2)
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let tunnels = tunnels.lock().unwrap().clone();
+    // The OAuth client and the forwarding client keep separate pools, so a
+    // tunnel each: two tunnels prove the API call took the proxy too.
+    assert_eq!(tunnels.len(), 2, "{tunnels:?}");
+    for line in &tunnels {
+        assert_eq!(line, &format!("CONNECT localhost:{port} HTTP/1.1"));
+    }
+
+    // NO_PROXY exempts the host: nothing goes through the proxy.
+    let (egress, tunnels) = connect_proxy().await;
+    let s = setup_tls(
+        &pki,
+        false,
+        &[
+            ("GIGACHAT_CA_BUNDLE_FILE", &pki.ca_file),
+            ("HTTPS_PROXY", &egress),
+            ("NO_PROXY", "localhost"),
+        ],
+    )
+    .await;
+    let (status, body) = post_chat(&s, "straight to it", false).await;
+    assert_chat_ok(status, &body, "straight to it");
+    assert!(tunnels.lock().unwrap().is_empty());
+}

@@ -16,7 +16,8 @@
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::observe::Usage;
@@ -44,6 +45,35 @@ pub struct Metrics {
     oauth_refresh: IntCounterVec,
     stream_disconnects: IntCounterVec,
     retries: IntCounterVec,
+    /// The series every request touches, looked up once per route at
+    /// start-up: `with_label_values` hashes the labels and takes a lock on
+    /// each call, five times per request otherwise.
+    routes: Vec<RouteSeries>,
+}
+
+const ROUTES: [&str; 4] = ["api", "oauth", "health", "none"];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+struct RouteSeries {
+    route: &'static str,
+    requests: [IntCounter; 5],
+    duration: Histogram,
+    upstream: Histogram,
+    overhead: Histogram,
+    first_byte: Histogram,
+}
+
+impl RouteSeries {
+    fn new(m: &Metrics, route: &'static str) -> Self {
+        Self {
+            route,
+            requests: STATUS_CLASSES.map(|class| m.requests.with_label_values(&[route, class])),
+            duration: m.request_duration.with_label_values(&[route]),
+            upstream: m.upstream_duration.with_label_values(&[route]),
+            overhead: m.overhead.with_label_values(&[route]),
+            first_byte: m.first_byte.with_label_values(&[route]),
+        }
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
@@ -71,7 +101,8 @@ fn histogram(
 impl Metrics {
     fn new() -> Option<Self> {
         let r = Registry::new();
-        Some(Self {
+        let mut metrics = Self {
+            routes: Vec::new(),
             requests: counter(
                 &r,
                 "gigachat_proxy_requests_total",
@@ -155,7 +186,12 @@ impl Metrics {
                 &["route"],
             )?,
             registry: r,
-        })
+        };
+        metrics.routes = ROUTES
+            .iter()
+            .map(|route| RouteSeries::new(&metrics, route))
+            .collect();
+        Some(metrics)
     }
 }
 
@@ -181,33 +217,35 @@ pub struct Sample<'a> {
 
 pub fn record(sample: &Sample<'_>) {
     let Some(m) = METRICS.as_ref() else { return };
-    let status_class = match sample.status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+    let class = match sample.status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     };
-    m.requests
-        .with_label_values(&[sample.route, status_class])
-        .inc();
-    m.request_duration
-        .with_label_values(&[sample.route])
-        .observe(sample.total_secs);
-    if let Some(upstream) = sample.upstream_secs {
-        m.upstream_duration
-            .with_label_values(&[sample.route])
-            .observe(upstream);
-    }
-    if let Some(overhead) = sample.overhead_secs {
-        m.overhead
-            .with_label_values(&[sample.route])
-            .observe(overhead);
-    }
-    if let Some(first_byte) = sample.first_byte_secs {
-        m.first_byte
-            .with_label_values(&[sample.route])
-            .observe(first_byte);
+    match m.routes.iter().find(|series| series.route == sample.route) {
+        Some(series) => {
+            series.requests[class].inc();
+            series.duration.observe(sample.total_secs);
+            if let Some(upstream) = sample.upstream_secs {
+                series.upstream.observe(upstream);
+            }
+            if let Some(overhead) = sample.overhead_secs {
+                series.overhead.observe(overhead);
+            }
+            if let Some(first_byte) = sample.first_byte_secs {
+                series.first_byte.observe(first_byte);
+            }
+        }
+        None => {
+            m.requests
+                .with_label_values(&[sample.route, STATUS_CLASSES[class]])
+                .inc();
+            m.request_duration
+                .with_label_values(&[sample.route])
+                .observe(sample.total_secs);
+        }
     }
     if let Some(code) = sample.error_code {
         m.upstream_errors.with_label_values(&[code]).inc();

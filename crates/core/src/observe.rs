@@ -161,6 +161,9 @@ impl Drop for RequestLog {
     }
 }
 
+/// How the chunk that carries the token usage is recognised.
+const USAGE_FIELD: &[u8] = b"\"usage\"";
+
 /// The response body as sent: the inner body, plus what must live exactly
 /// as long as it does — the log line, the stream's rate-limit lease and the
 /// upstream concurrency permit — and, for SSE, an inspector that picks the
@@ -210,7 +213,9 @@ impl Body for TrackedBody {
                 if this.log.first_byte_ms.is_none() {
                     this.log.first_byte_ms = Some(this.log.elapsed_ms());
                 }
-                if let (Some(scanner), Some(data)) = (&mut this.sse, frame.data_ref()) {
+                if let (Some(scanner), Some(data)) = (&mut this.sse, frame.data_ref())
+                    && !scanner.can_skip(data, USAGE_FIELD)
+                {
                     let usage = &mut this.log.usage;
                     scanner.feed(data, |event| {
                         // Only the chunk that carries usage is parsed.

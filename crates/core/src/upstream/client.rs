@@ -28,6 +28,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::Config;
 use crate::error::Error;
 
+use super::connector::Connector;
 use super::tls::{self, TlsConfig};
 
 /// Idle pooled connections close after this long (GigaChat's own idle
@@ -42,7 +43,7 @@ const USER_AGENT: &str = concat!("gigachat-proxy/", env!("CARGO_PKG_VERSION"));
 /// it could carry the request (and its body) somewhere unintended.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: Client<HttpsConnector<Connector>, Full<Bytes>>,
     user_agent: HeaderValue,
 }
 
@@ -62,7 +63,7 @@ impl UpstreamClient {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(Connector::from_env(http));
         let inner = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())

@@ -38,6 +38,18 @@ impl SseScanner {
         self.overflowed
     }
 
+    /// True when `chunk` can be skipped by a reader that only cares about
+    /// events containing `needle`: nothing is pending from earlier chunks,
+    /// the chunk ends exactly at an event boundary (so it leaves nothing
+    /// pending either) and `needle` is not in it. The usual stream chunk is
+    /// whole events, and this spares copying it.
+    pub fn can_skip(&self, chunk: &[u8], needle: &[u8]) -> bool {
+        self.pending.is_empty()
+            && !self.overflowed
+            && (chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n"))
+            && !chunk.windows(needle.len()).any(|window| window == needle)
+    }
+
     /// Feeds the next chunk and calls `on_event` for every event it
     /// completes.
     pub fn feed(&mut self, chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
@@ -150,6 +162,22 @@ mod tests {
     }
 
     const GIGACHAT_V1: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"a: b\",\"role\":\"assistant\"},\"index\":0}]}\n\ndata: {\"usage\":{\"prompt_tokens\":1}}\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn only_whole_events_without_the_needle_are_skipped() {
+        let mut scanner = SseScanner::new();
+        assert!(scanner.can_skip(b"data: {\"a\":1}\n\n", b"usage"));
+        assert!(scanner.can_skip(b"data: 1\r\n\r\ndata: 2\r\n\r\n", b"usage"));
+        assert!(!scanner.can_skip(b"data: {\"usage\":1}\n\n", b"usage"));
+        // Ends inside an event: the rest comes with the next chunk.
+        assert!(!scanner.can_skip(b"data: {\"a\":1}\n", b"usage"));
+        scanner.feed(b"data: {\"us", |_| {});
+        // Something is pending, so even a harmless-looking chunk must be fed.
+        assert!(!scanner.can_skip(b"age\":1}\n\n", b"zzz"));
+        let mut seen = Vec::new();
+        scanner.feed(b"age\":1}\n\n", |event| seen.push(event.data.into_owned()));
+        assert_eq!(seen, ["{\"usage\":1}"]);
+    }
 
     #[test]
     fn whole_stream_in_one_chunk() {
