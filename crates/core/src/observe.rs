@@ -41,6 +41,20 @@ pub fn usage_in(json: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<WithUsage>(json).ok()?.usage
 }
 
+/// Keeps the identity in logs linkable across requests without recording
+/// who it is (an API key id, a user id, an IP address): 12 hex digits of
+/// its SHA-256.
+pub fn hashed_identity(key: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(key.as_bytes());
+    let mut hex = String::with_capacity(12);
+    for byte in &digest[..6] {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
+}
+
 /// The fields of one request's log line, filled in as the request goes.
 pub struct RequestLog {
     pub request_id: String,
@@ -90,17 +104,12 @@ impl RequestLog {
         }
     }
 
-    /// Keeps the identity in logs linkable across requests without
-    /// recording who it is (an API key id, a user id, an IP address).
+    /// Records the caller for the access line, hashed (see
+    /// [`hashed_identity`]); skipped when that line is filtered out.
     pub fn set_identity(&mut self, key: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let digest = Sha256::digest(key.as_bytes());
-        let mut hex = String::with_capacity(12);
-        for byte in &digest[..6] {
-            hex.push(char::from(HEX[usize::from(byte >> 4)]));
-            hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+        if tracing::enabled!(target: "gigachat_proxy::access", tracing::Level::INFO) {
+            self.identity = Some(hashed_identity(key));
         }
-        self.identity = Some(hex);
     }
 
     pub fn elapsed_ms(&self) -> f64 {
@@ -271,10 +280,11 @@ mod tests {
 
     #[test]
     fn identities_are_hashed() {
-        let mut log = RequestLog::new("r".into(), "api", Method::GET);
-        log.set_identity("ip:203.0.113.7");
-        let hashed = log.identity.clone().unwrap();
+        let hashed = hashed_identity("ip:203.0.113.7");
         assert_eq!(hashed.len(), 12);
+        assert!(hashed.bytes().all(|b| b.is_ascii_hexdigit()));
         assert!(!hashed.contains("203"));
+        assert_eq!(hashed, hashed_identity("ip:203.0.113.7"));
+        assert_ne!(hashed, hashed_identity("ip:203.0.113.8"));
     }
 }

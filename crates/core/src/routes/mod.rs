@@ -54,11 +54,15 @@ where
         }
         _ if method == Method::OPTIONS => Ok(Answer::from(options_response())),
         _ => match route {
-            Route::Health => health::handle(proxy, &request).await.map(Answer::from),
-            Route::OAuth => oauth::handle(proxy, &request, &mut log)
+            // Boxed: their states are kilobytes, and hyper moves the future
+            // they are part of once per request; a pointer moves for free.
+            Route::Health => Box::pin(health::handle(proxy, &request))
                 .await
                 .map(Answer::from),
-            Route::Api => api::handle(proxy, request, &request_id, &mut log).await,
+            Route::OAuth => Box::pin(oauth::handle(proxy, &request, &mut log))
+                .await
+                .map(Answer::from),
+            Route::Api => Box::pin(api::handle(proxy, request, &request_id, &mut log)).await,
             Route::None => Err(Error::RouteNotFound),
         },
     };
