@@ -10,9 +10,9 @@
 //!   directly, because everything reqwest adds per request (two URL parses,
 //!   a redirect policy, its own future and body wrappers) measured as a
 //!   fifth of the proxy's CPU time per call (`bench/results.md`).
-//! - [`build`] gives the reqwest client for the cold paths: the OAuth token
-//!   exchange and the deep health check, where its conveniences (forms,
-//!   JSON) are worth more than microseconds.
+//! - [`build`] gives the reqwest client for the cold path, the OAuth token
+//!   exchange (which the deep health check also exercises), where its
+//!   conveniences (forms, JSON) are worth more than microseconds.
 
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ impl UpstreamClient {
     }
 }
 
-/// The reqwest client of the cold paths (OAuth, deep health), with the
+/// The reqwest client of the OAuth token exchange, with the
 /// configuration's own TLS settings.
 pub fn build(config: &Config) -> Result<reqwest::Client, Error> {
     build_with_tls(config, &config.tls)

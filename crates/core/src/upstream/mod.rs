@@ -11,7 +11,7 @@ pub mod token;
 
 use crate::error::{Error, TransportCause};
 
-/// Classifies a reqwest failure (OAuth, health) without exposing its text
+/// Classifies a reqwest failure (OAuth) without exposing its text
 /// (which can carry URLs with client-supplied query strings) to the client.
 pub(crate) fn transport_error(
     err: &reqwest::Error,
