@@ -852,3 +852,39 @@ async fn an_error_object_inside_a_200_gets_its_own_status() {
         assert_eq!(body, json!({"status": 429, "message": "Too many requests"}));
     }
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup_with(|_| {}, &[("GIGACHAT_PROXY_HEADER_TIMEOUT", "1")]).await;
+
+    // Slowloris: a request head that never ends.
+    let mut slow = tokio::net::TcpStream::connect(s.proxy.addr())
+        .await
+        .unwrap();
+    slow.write_all(b"GET /api/gigachat-health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection was still open after 5 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    // A client that sends its head in time is served as usual.
+    let (status, body) = raw_request(
+        &s.proxy.addr(),
+        "GET /api/gigachat-health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

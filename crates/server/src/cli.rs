@@ -13,6 +13,10 @@ Options:
   --port PORT   port to listen on (env PORT, default 3000; 0 = any free port)
   -h, --help    this text
 
+Environment: GIGACHAT_PROXY_HEADER_TIMEOUT (seconds, default 30) is how long
+a client may take to send a request's head, and how long a keep-alive
+connection may sit idle between requests.
+
 Without GIGACHAT_CREDENTIALS the built-in GigaChat emulator is started and used.
 See README.md for every GIGACHAT_* variable.
 ";
@@ -21,7 +25,11 @@ See README.md for every GIGACHAT_* variable.
 pub struct Options {
     pub host: String,
     pub port: u16,
+    /// `GIGACHAT_PROXY_HEADER_TIMEOUT`: see [`USAGE`].
+    pub header_timeout: std::time::Duration,
 }
+
+pub const HEADER_TIMEOUT: &str = "GIGACHAT_PROXY_HEADER_TIMEOUT";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -64,16 +72,26 @@ impl Options {
                 "the port (--port or PORT) must be a number from 0 to 65535".to_owned()
             })?,
         };
+        let header_timeout = match env(HEADER_TIMEOUT).filter(|v| !v.trim().is_empty()) {
+            None => 30,
+            Some(value) => value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|seconds| (1..=3600).contains(seconds))
+                .ok_or_else(|| format!("{HEADER_TIMEOUT} must be whole seconds from 1 to 3600"))?,
+        };
         Ok(Parsed::Run(Options {
             host: host.unwrap_or_else(|| "127.0.0.1".into()),
             port,
+            header_timeout: std::time::Duration::from_secs(header_timeout),
         }))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Parsed, String> {
@@ -90,6 +108,7 @@ mod tests {
         Ok(Parsed::Run(Options {
             host: host.into(),
             port,
+            header_timeout: std::time::Duration::from_secs(30),
         }))
     }
 
@@ -106,6 +125,10 @@ mod tests {
         );
         assert_eq!(parse(&["--host=::1", "--port=0"], &[]), run("::1", 0));
         assert_eq!(parse(&["--help"], &[]), Ok(Parsed::Help));
+        let Ok(Parsed::Run(options)) = parse(&[], &[(HEADER_TIMEOUT, " 5 ")]) else {
+            panic!("a valid header timeout is refused");
+        };
+        assert_eq!(options.header_timeout, std::time::Duration::from_secs(5));
     }
 
     #[test]
@@ -121,6 +144,10 @@ mod tests {
                 .contains("0 to 65535")
         );
         assert!(parse(&[], &[("PORT", "70000")]).is_err());
+        for bad in ["0", "1.5", "soon", "3601"] {
+            let err = parse(&[], &[(HEADER_TIMEOUT, bad)]).unwrap_err();
+            assert!(err.contains(HEADER_TIMEOUT), "{bad}: {err}");
+        }
         assert!(
             parse(&["--verbose"], &[])
                 .unwrap_err()

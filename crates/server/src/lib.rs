@@ -46,7 +46,14 @@ pub async fn main() -> ExitCode {
         }
     };
 
-    let server = match Server::bind(&options.host, options.port, proxy.clone()).await {
+    let server = match Server::bind(
+        &options.host,
+        options.port,
+        proxy.clone(),
+        options.header_timeout,
+    )
+    .await
+    {
         Ok(server) => server,
         Err(err) => {
             eprintln!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use gigachat_proxy_core::{ClientAddr, Proxy};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -21,12 +21,22 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Server {
     listener: TcpListener,
     proxy: Proxy,
+    header_timeout: Duration,
 }
 
 impl Server {
-    pub async fn bind(host: &str, port: u16, proxy: Proxy) -> std::io::Result<Self> {
+    pub async fn bind(
+        host: &str,
+        port: u16,
+        proxy: Proxy,
+        header_timeout: Duration,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind((host, port)).await?;
-        Ok(Self { listener, proxy })
+        Ok(Self {
+            listener,
+            proxy,
+            header_timeout,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -36,13 +46,33 @@ impl Server {
     }
 
     pub async fn run_until_shutdown(self) {
-        serve(self.listener, self.proxy, shutdown_signal()).await;
+        serve(
+            self.listener,
+            self.proxy,
+            self.header_timeout,
+            shutdown_signal(),
+        )
+        .await;
     }
 }
 
 /// Serves until `shutdown` resolves, then drains open connections.
-pub async fn serve(listener: TcpListener, proxy: Proxy, shutdown: impl Future<Output = ()>) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Proxy,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client gets `header_timeout` to send a request's head, and a
+    // keep-alive connection may sit idle that long between requests:
+    // without it (hyper needs a timer for it) a client sending headers a
+    // byte at a time could hold connections open forever. nginx's
+    // `client_header_timeout` is 60 s, its `keepalive_timeout` 75 s.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
