@@ -21,6 +21,7 @@ pub mod path;
 pub mod routes;
 pub mod secret;
 pub mod session;
+pub(crate) mod shared_redis;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -77,7 +78,7 @@ impl Proxy {
                 .limits
                 .redis
                 .as_ref()
-                .map(|redis| Arc::new(cache::shared_redis::SharedRedis::new(redis)));
+                .map(|redis| Arc::new(shared_redis::SharedRedis::new(redis)));
             let tokens =
                 upstream::token::TokenManager::with_redis(&config, http.clone(), redis.clone())?;
             Ok(Arc::new(Ready {

@@ -31,7 +31,6 @@
 
 mod config;
 mod memory;
-pub(crate) mod shared_redis;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,8 +47,8 @@ pub use config::{
 };
 
 use crate::body::ProxyBody;
+use crate::shared_redis::{SharedRedis, Unavailable, WarnEvery};
 use memory::MemoryStore;
-use shared_redis::{SharedRedis, Unavailable, WarnEvery};
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const HIT: HeaderValue = HeaderValue::from_static("HIT");
@@ -205,7 +204,7 @@ impl ResponseCache {
             config: config.clone(),
             namespace: namespace.to_owned(),
             store,
-            warnings: WarnEvery::new(shared_redis::WARN_EVERY),
+            warnings: WarnEvery::new(crate::shared_redis::WARN_EVERY),
         }
     }
 

@@ -19,15 +19,14 @@
 //! password) is never logged; only `scheme://host`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, RedisResult, Script};
+use redis::aio::ConnectionManager;
+use redis::{RedisResult, Script};
 
 use super::config::{FailureMode, Rate, RedisConfig};
-use super::memory::lock;
+use crate::shared_redis::{SharedRedis, WARN_EVERY, WarnEvery};
 
 /// How long a stream or upstream lease lives without a heartbeat. Short, so
 /// an instance that crashed, hit its platform's time limit or was frozen
@@ -98,33 +97,25 @@ return 1
 pub(crate) struct Unavailable;
 
 pub(crate) struct RedisStore {
-    client: redis::Client,
-    /// Created on first use (it needs a running Tokio runtime); it connects
-    /// lazily and reconnects by itself.
-    manager: Mutex<Option<ConnectionManager>>,
-    redacted_url: String,
+    redis: SharedRedis,
     prefix: String,
-    pub(crate) timeout: Duration,
     pub(crate) failure: FailureMode,
     rate_script: Script,
     acquire_script: Script,
     renew_script: Script,
-    warnings: WarnThrottle,
+    warnings: WarnEvery,
 }
 
 impl RedisStore {
     pub(crate) fn new(config: &RedisConfig) -> Self {
         Self {
-            client: config.client.clone(),
-            manager: Mutex::new(None),
-            redacted_url: config.redacted.clone(),
+            redis: SharedRedis::new(config),
             prefix: format!("{}:v1:", config.prefix),
-            timeout: config.timeout,
             failure: config.failure,
             rate_script: Script::new(RATE_SCRIPT),
             acquire_script: Script::new(ACQUIRE_SCRIPT),
             renew_script: Script::new(RENEW_SCRIPT),
-            warnings: WarnThrottle::new(Duration::from_secs(10)),
+            warnings: WarnEvery::new(WARN_EVERY),
         }
     }
 
@@ -143,55 +134,20 @@ impl RedisStore {
         }
     }
 
-    fn connection(&self) -> RedisResult<ConnectionManager> {
-        let mut slot = lock(&self.manager);
-        if let Some(manager) = slot.as_ref() {
-            return Ok(manager.clone());
-        }
-        // Reconnection is retried in the background with a short backoff;
-        // our own timeout bounds how long any request waits for it.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)?;
-        *slot = Some(manager.clone());
-        Ok(manager)
-    }
-
-    /// Runs `op` with the timeout. A dropped connection (an idle connection
-    /// the server or a NAT closed, e.g. while a Lambda was frozen) is retried
-    /// once on the reconnected manager, within the same time budget; if the
-    /// first attempt did run, a rate check counts twice (errs on the safe
-    /// side) and the lease script is idempotent per lease id.
+    /// Runs `op` through the shared connection (timeout, one retry of a
+    /// dropped connection, see [`SharedRedis::run`]); a failure is logged
+    /// (throttled) with what it means for the limits. If the first attempt
+    /// did run, a rate check counts twice (errs on the safe side) and the
+    /// lease script is idempotent per lease id.
     async fn run<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, Unavailable>
     where
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self.connection()?;
-            match op(connection.clone()).await {
-                Err(err) if err.is_connection_dropped() => op(connection).await,
-                result => result,
-            }
-        };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                self.warn(what, &describe(&err));
-                Err(Unavailable)
-            }
-            Err(_) => {
-                self.warn(
-                    what,
-                    &format!("no answer within {} ms", self.timeout.as_millis()),
-                );
-                Err(Unavailable)
-            }
-        }
+        self.redis.run(op).await.map_err(|failure| {
+            self.warn(what, &failure.0);
+            Unavailable
+        })
     }
 
     fn warn(&self, what: &'static str, problem: &str) {
@@ -201,7 +157,7 @@ impl RedisStore {
                 FailureMode::Closed => "requests are refused with 503 (fail closed)",
             };
             tracing::warn!(
-                redis = %self.redacted_url,
+                redis = %self.redis.redacted_url(),
                 operation = what,
                 problem,
                 suppressed_warnings = suppressed,
@@ -284,18 +240,6 @@ fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A short description of a Redis error for the log. Redis errors carry no
-/// connection details (the URL and password are never part of them).
-fn describe(err: &RedisError) -> String {
-    if err.is_timeout() {
-        "timed out".into()
-    } else if err.is_connection_refusal() {
-        format!("connection refused: {err}")
-    } else {
-        err.to_string()
-    }
-}
-
 /// A lease held in Redis: renewed while alive, removed when dropped.
 pub(crate) struct RedisLease {
     store: Arc<RedisStore>,
@@ -354,61 +298,10 @@ impl Drop for RedisLease {
     }
 }
 
-/// At most one warning per `every`, counting the ones it swallowed, so an
-/// outage under load does not flood the logs.
-pub(crate) struct WarnThrottle {
-    origin: Instant,
-    every_ms: u64,
-    /// Milliseconds since `origin` of the last warning, plus one (0 = never).
-    last: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl WarnThrottle {
-    pub(crate) fn new(every: Duration) -> Self {
-        Self {
-            origin: Instant::now(),
-            every_ms: duration_ms(every),
-            last: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(suppressed since the last one)` when a warning may be logged now.
-    pub(crate) fn allow(&self) -> Option<u64> {
-        let now = duration_ms(self.origin.elapsed()).saturating_add(1);
-        let last = self.last.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < self.every_ms {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        if self
-            .last
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    #[test]
-    fn warnings_are_throttled() {
-        let throttle = WarnThrottle::new(Duration::from_secs(3600));
-        assert_eq!(throttle.allow(), Some(0));
-        assert_eq!(throttle.allow(), None);
-        assert_eq!(throttle.allow(), None);
-        let throttle = WarnThrottle::new(Duration::ZERO);
-        assert_eq!(throttle.allow(), Some(0));
-        assert_eq!(throttle.allow(), Some(0));
-    }
 
     #[test]
     fn keys_are_versioned_and_bounded() {

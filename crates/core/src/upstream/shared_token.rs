@@ -29,8 +29,8 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cache::shared_redis::{SharedRedis, Unavailable, WARN_EVERY, WarnEvery};
 use crate::secret::Secret;
+use crate::shared_redis::{SharedRedis, Unavailable, WARN_EVERY, WarnEvery};
 
 /// How long a lock holder may take before another instance may try; an
 /// OAuth call that takes longer than this is rare (and then two instances

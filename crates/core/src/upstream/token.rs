@@ -26,10 +26,10 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::shared_token::{self, Found, SharedToken};
-use crate::cache::shared_redis::SharedRedis;
 use crate::config::Config;
 use crate::error::Error;
 use crate::secret::Secret;
+use crate::shared_redis::SharedRedis;
 
 /// Waiting for another instance's OAuth call: the first look comes soon (an
 /// OAuth call takes a few hundred ms), later ones back off to this.

@@ -1,21 +1,23 @@
-//! The Redis connection of the response cache and the shared upstream
-//! token: the same `REDIS_URL` / `KV_URL` settings the limits use
-//! ([`RedisConfig`]), its own multiplexed connection, every round trip
-//! bounded by `GIGACHAT_PROXY_REDIS_TIMEOUT_MS`.
+//! A Redis connection as every Redis user here needs it — the limiter
+//! (`limits/redis_store.rs`), the response cache and the shared upstream
+//! token: the `REDIS_URL` / `KV_URL` settings ([`RedisConfig`]), a lazily
+//! created multiplexed connection that reconnects by itself, every round
+//! trip bounded by `GIGACHAT_PROXY_REDIS_TIMEOUT_MS`, and a throttle for
+//! the warnings an outage produces ([`WarnEvery`]).
 //!
-//! Unlike the limiter, nothing here has a failure mode to choose: the cache
-//! and the shared token are optimisations, so a Redis that fails or is slow
-//! means "not found" and the request goes on as if no Redis were
-//! configured. Callers log that (throttled, see [`WarnEvery`]); the URL and
-//! its password never appear in a log, only `scheme://host`.
+//! What a failure means is each user's business: the limiter fails open
+//! or closed as configured; for the cache and the shared token (pure
+//! optimisations) it means "not found" and the request goes on as if no
+//! Redis were configured. The URL and its password never appear in a log,
+//! only `scheme://host`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::RedisResult;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, RedisResult};
 
 use crate::limits::RedisConfig;
 
@@ -92,13 +94,24 @@ impl SharedRedis {
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) if err.is_timeout() => Err(Unavailable("timed out".into())),
-            Ok(Err(err)) => Err(Unavailable(err.to_string())),
+            Ok(Err(err)) => Err(Unavailable(describe(&err))),
             Err(_) => Err(Unavailable(format!(
                 "no answer within {} ms",
                 self.timeout.as_millis()
             ))),
         }
+    }
+}
+
+/// A short description of a Redis error for the log. Redis errors carry no
+/// connection details (the URL and password are never part of them).
+fn describe(err: &RedisError) -> String {
+    if err.is_timeout() {
+        "timed out".into()
+    } else if err.is_connection_refusal() {
+        format!("connection refused: {err}")
+    } else {
+        err.to_string()
     }
 }
 
