@@ -93,7 +93,10 @@ where
     parts.headers.insert(REQUEST_ID, request_id);
     // The proxy's own time so far, so users can check what it costs them
     // (`Server-Timing` shows in browsers' dev tools).
-    let overhead_ms = log.elapsed_ms() - log.upstream_ms.unwrap_or(0.0);
+    // Both terms are whole microseconds; rounding keeps the difference so
+    // in the log line (not 0.030000000000000027).
+    let overhead_ms =
+        ((log.elapsed_ms() - log.upstream_ms.unwrap_or(0.0)) * 1000.0).round() / 1000.0;
     log.overhead_ms = Some(overhead_ms);
     let timing = match log.upstream_ms {
         Some(upstream) => format!("proxy;dur={overhead_ms:.3}, upstream;dur={upstream:.3}"),
