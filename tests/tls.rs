@@ -413,16 +413,7 @@ async fn https_proxy_from_the_environment_carries_both_oauth_and_api_calls() {
     assert_chat_ok(status, &body, "through the egress proxy");
     let (status, body) = post_chat(&s, "streamed through it", true).await;
     assert_stream_ok(status, &body, "streamed through it");
-    let port = s
-        .emulator
-        .base_url()
-        .split(':')
-        .nth(2)
-        .unwrap_or_default()
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    let port = s.emulator.addr().port();
     let tunnels = tunnels.lock().unwrap().clone();
     // The OAuth client and the forwarding client keep separate pools, so a
     // tunnel each: two tunnels prove the API call took the proxy too.

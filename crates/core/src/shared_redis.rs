@@ -103,6 +103,20 @@ impl SharedRedis {
     }
 }
 
+/// A store for unit tests: `url` with the default prefix, nothing
+/// connected until first use.
+#[cfg(test)]
+#[allow(clippy::expect_used, clippy::panic)]
+pub(crate) fn for_tests(url: &str, timeout: Duration) -> SharedRedis {
+    let config = crate::limits::LimitsConfig::disabled()
+        .with_redis(url, crate::limits::FailureMode::Open, timeout)
+        .expect("a valid test Redis URL");
+    match config.redis.as_ref() {
+        Some(redis) => SharedRedis::new(redis),
+        None => panic!("with_redis configures Redis"),
+    }
+}
+
 /// A short description of a Redis error for the log. Redis errors carry no
 /// connection details (the URL and password are never part of them).
 fn describe(err: &RedisError) -> String {
@@ -178,28 +192,14 @@ mod tests {
 
     #[test]
     fn keys_use_the_limits_prefix_and_version() {
-        let config = crate::limits::LimitsConfig::disabled()
-            .with_redis(
-                "redis://:pw@127.0.0.1:1",
-                crate::limits::FailureMode::Open,
-                Duration::from_millis(10),
-            )
-            .unwrap();
-        let redis = SharedRedis::new(config.redis.as_ref().unwrap());
+        let redis = for_tests("redis://:pw@127.0.0.1:1", Duration::from_millis(10));
         assert_eq!(redis.key("cache", "ab"), "gigachat-proxy:v1:cache:ab");
         assert_eq!(redis.redacted_url(), "redis://127.0.0.1");
     }
 
     #[tokio::test]
     async fn an_unreachable_redis_is_unavailable_within_the_timeout() {
-        let config = crate::limits::LimitsConfig::disabled()
-            .with_redis(
-                "redis://127.0.0.1:1",
-                crate::limits::FailureMode::Open,
-                Duration::from_millis(200),
-            )
-            .unwrap();
-        let redis = SharedRedis::new(config.redis.as_ref().unwrap());
+        let redis = for_tests("redis://127.0.0.1:1", Duration::from_millis(200));
         let started = Instant::now();
         let result: Result<Option<String>, _> = redis
             .run(|mut c| async move { redis::cmd("GET").arg("k").query_async(&mut c).await })

@@ -284,14 +284,10 @@ mod tests {
     use super::*;
 
     fn shared() -> SharedToken {
-        let config = crate::limits::LimitsConfig::disabled()
-            .with_redis(
-                "redis://:hunter2@127.0.0.1:1",
-                crate::limits::FailureMode::Open,
-                Duration::from_millis(100),
-            )
-            .unwrap();
-        let redis = Arc::new(SharedRedis::new(config.redis.as_ref().unwrap()));
+        let redis = Arc::new(crate::shared_redis::for_tests(
+            "redis://:hunter2@127.0.0.1:1",
+            Duration::from_millis(100),
+        ));
         SharedToken::new(redis, "0123abcd", "GIGACHAT_API_PERS")
     }
 
