@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk, jwk::JwkSet};
@@ -384,6 +384,17 @@ async fn hs256_jwts_are_checked_for_signature_expiry_issuer_audience_and_scope()
         ),
         401,
     ));
+    // RFC 7515 4.1.11: a `crit` extension the verifier does not understand
+    // makes the token invalid, however good its signature.
+    let mut critical = Header::new(Algorithm::HS256);
+    critical.crit = Some(vec!["exp-ext".to_owned()]);
+    let critical = jsonwebtoken::encode(
+        &critical,
+        &good,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    cases.push(("unknown crit extension", critical, 401));
     let mut no_scope = good.clone();
     no_scope["scope"] = json!("openid profile");
     cases.push(("missing scope", hs256(no_scope), 403));
@@ -414,39 +425,77 @@ async fn hs256_jwts_are_checked_for_signature_expiry_issuer_audience_and_scope()
 struct JwksServer {
     url: String,
     fetches: Arc<AtomicUsize>,
-    body: Arc<std::sync::Mutex<String>>,
+    /// When each fetch arrived, in order.
+    fetched_at: Arc<Mutex<Vec<Instant>>>,
+    body: Arc<Mutex<String>>,
+    /// The status it answers with: 200, or 500 for a failing provider.
+    status: Arc<AtomicU16>,
+    /// How long it waits before answering (a slow provider).
+    delay_ms: Arc<AtomicU64>,
 }
 
-/// A one-route HTTP server that serves whatever JWKS the test sets.
+impl JwksServer {
+    fn fetch_times(&self) -> Vec<Instant> {
+        self.fetched_at.lock().unwrap().clone()
+    }
+}
+
+/// A one-route HTTP server that serves whatever JWKS (or failure) the test
+/// sets.
 async fn jwks_server(set: &JwkSet) -> JwksServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/.well-known/jwks.json",
         listener.local_addr().unwrap()
     );
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let body = Arc::new(std::sync::Mutex::new(serde_json::to_string(set).unwrap()));
-    let (count, served) = (Arc::clone(&fetches), Arc::clone(&body));
+    let server = JwksServer {
+        url,
+        fetches: Arc::new(AtomicUsize::new(0)),
+        fetched_at: Arc::new(Mutex::new(Vec::new())),
+        body: Arc::new(Mutex::new(serde_json::to_string(set).unwrap())),
+        status: Arc::new(AtomicU16::new(200)),
+        delay_ms: Arc::new(AtomicU64::new(0)),
+    };
+    let (count, times, served, status, delay) = (
+        Arc::clone(&server.fetches),
+        Arc::clone(&server.fetched_at),
+        Arc::clone(&server.body),
+        Arc::clone(&server.status),
+        Arc::clone(&server.delay_ms),
+    );
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let (count, served) = (Arc::clone(&count), Arc::clone(&served));
+            let (count, times, served, status, delay) = (
+                Arc::clone(&count),
+                Arc::clone(&times),
+                Arc::clone(&served),
+                Arc::clone(&status),
+                Arc::clone(&delay),
+            );
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
+                times.lock().unwrap().push(Instant::now());
                 count.fetch_add(1, Ordering::SeqCst);
-                let body = served.lock().unwrap().clone();
+                tokio::time::sleep(Duration::from_millis(delay.load(Ordering::SeqCst))).await;
+                let status = status.load(Ordering::SeqCst);
+                let body = if status == 200 {
+                    served.lock().unwrap().clone()
+                } else {
+                    r#"{"error":"internal"}"#.to_owned()
+                };
                 let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = socket.write_all(response.as_bytes()).await;
             });
         }
     });
-    JwksServer { url, fetches, body }
+    server
 }
 
 fn public_jwk(pem: &[u8], alg: Algorithm, kid: &str) -> (EncodingKey, Jwk) {
@@ -519,6 +568,7 @@ async fn rs256_and_es256_tokens_verify_against_a_jwks_that_is_cached_and_refetch
 
     // Key rotation: the provider adds an ES256 key; a token naming it
     // triggers one refetch and then verifies.
+    let rsa_jwk_served = rsa_jwk.clone();
     *jwks.body.lock().unwrap() = serde_json::to_string(&JwkSet {
         keys: vec![rsa_jwk, ec_jwk],
     })
@@ -544,9 +594,12 @@ async fn rs256_and_es256_tokens_verify_against_a_jwks_that_is_cached_and_refetch
         .unwrap();
         assert_eq!(response.status(), 401);
     }
-    assert!(
-        jwks.fetches.load(Ordering::SeqCst) <= 3,
-        "refetches are bounded"
+    // The README's promise: one refetch for the first unknown kid, then a
+    // 30 s cool-down in which no unknown kid fetches again.
+    assert_eq!(
+        jwks.fetches.load(Ordering::SeqCst),
+        3,
+        "one refetch for the first unknown kid, none for the next four"
     );
 
     // A token signed by the EC key but claiming the RSA key's kid fails.
@@ -557,14 +610,255 @@ async fn rs256_and_es256_tokens_verify_against_a_jwks_that_is_cached_and_refetch
             .status(),
         401
     );
-    // An HS256 token is not accepted when only a JWKS is configured (the
-    // classic "use the public key as an HMAC secret" confusion).
-    let hs = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": "x", "exp": now() + 60}),
-        &EncodingKey::from_secret(b"whatever"),
-    )
-    .unwrap();
-    assert_eq!(call(hs).await.unwrap().status(), 401);
+    // The classic confusion: an HS256 token whose HMAC secret is the RSA
+    // public key itself (as PEM, as DER, or the JWK the provider serves),
+    // naming that key's kid, every claim valid. Anyone can compute these;
+    // a verifier that keys HMAC with its public key would accept them.
+    let rsa_public = rcgen::KeyPair::from_pem(include_str!("fixtures/jwt-rs256.pem")).unwrap();
+    let public_bytes: [(&str, Vec<u8>); 3] = [
+        ("SPKI PEM", rsa_public.public_key_pem().into_bytes()),
+        (
+            "SPKI DER",
+            rcgen::PublicKeyData::subject_public_key_info(&rsa_public),
+        ),
+        ("served JWK", serde_json::to_vec(&rsa_jwk_served).unwrap()),
+    ];
+    for (encoding, secret) in public_bytes {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rsa-1".to_owned());
+        let hs = jsonwebtoken::encode(
+            &header,
+            &json!({"sub": "mallory", "exp": now() + 600, "aud": "gigachat-proxy"}),
+            &EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
+        let response = call(hs).await.unwrap();
+        assert_eq!(response.status(), 401, "HS256 keyed with the {encoding}");
+    }
     assert_eq!(s.emulator.stats().api_calls, 3);
+}
+
+#[tokio::test]
+async fn a_failing_jwks_is_fetched_once_per_cool_down_with_backoff_and_answers_503() {
+    let (rsa, rsa_jwk) = public_jwk(
+        include_bytes!("fixtures/jwt-rs256.pem"),
+        Algorithm::RS256,
+        "rsa-1",
+    );
+    let jwks = jwks_server(&JwkSet {
+        keys: vec![rsa_jwk],
+    })
+    .await;
+    jwks.status.store(500, Ordering::SeqCst);
+    let s = setup_with(
+        |_| {},
+        &[
+            ("GIGACHAT_PROXY_JWKS_URL", jwks.url.as_str()),
+            ("GIGACHAT_PROXY_JWT_AUDIENCE", "gigachat-proxy"),
+        ],
+    )
+    .await;
+    let call = |sub: &str| {
+        s.http
+            .get(s.proxy.url("/api/gigachat-api/models"))
+            .bearer_auth(signed(&rsa, Algorithm::RS256, "rsa-1", sub))
+            .send()
+    };
+    let assert_unavailable = |response: &reqwest::Response| {
+        assert_eq!(response.status(), 503, "no keys: not the token's fault");
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&retry_after), "{retry_after}");
+    };
+
+    // Concurrent requests share one fetch.
+    let responses =
+        futures_util::future::join_all((0..8).map(|i| call(&format!("user-{i}")))).await;
+    for response in responses {
+        let response = response.unwrap();
+        assert_unavailable(&response);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "jwks_unavailable");
+        assert!(
+            body["hint"]
+                .as_str()
+                .unwrap()
+                .contains("GIGACHAT_PROXY_JWKS_URL")
+        );
+    }
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1, "one shared fetch");
+
+    // Sequential requests keep coming; the provider is asked again only
+    // after each cool-down, and the cool-down grows (1 s, then 2 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut requests = 0;
+    while jwks.fetches.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the JWKS is retried eventually");
+        assert_unavailable(&call("alice").await.unwrap());
+        requests += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let times = jwks.fetch_times();
+    assert_eq!(times.len(), 3);
+    let (first_gap, second_gap) = (times[1] - times[0], times[2] - times[1]);
+    assert!(
+        first_gap >= Duration::from_millis(900),
+        "{first_gap:?} after the first failure"
+    );
+    assert!(
+        second_gap >= Duration::from_millis(1900),
+        "{second_gap:?} after the second failure: the cool-down backs off"
+    );
+    assert!(requests > 20, "{requests} requests, 3 fetches");
+
+    // The provider recovers: the next fetch after the cool-down finds the
+    // key, and from then on the cache answers.
+    jwks.status.store(200, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = call("alice").await.unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert_unavailable(&response);
+        assert!(Instant::now() < deadline, "the proxy recovers");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let fetches = jwks.fetches.load(Ordering::SeqCst);
+    assert_eq!(call("bob").await.unwrap().status(), 200);
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), fetches, "cached");
+    assert_no_secret(
+        &s.proxy.logs(),
+        std::slice::from_ref(&s.credentials),
+        "the logs",
+    );
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_slow_jwks_fetch_whether_it_succeeds_or_fails() {
+    let (rsa, rsa_jwk) = public_jwk(
+        include_bytes!("fixtures/jwt-rs256.pem"),
+        Algorithm::RS256,
+        "rsa-1",
+    );
+    let jwks = jwks_server(&JwkSet {
+        keys: vec![rsa_jwk],
+    })
+    .await;
+    jwks.delay_ms.store(1000, Ordering::SeqCst);
+    let env = [
+        ("GIGACHAT_PROXY_JWKS_URL", jwks.url.as_str()),
+        ("GIGACHAT_PROXY_JWT_AUDIENCE", "gigachat-proxy"),
+    ];
+    let s = setup_with(|_| {}, &env).await;
+    let concurrent = |proxy: &ProxyProcess| {
+        futures_util::future::join_all((0..6).map(|i| {
+            s.http
+                .get(proxy.url("/api/gigachat-api/models"))
+                .bearer_auth(signed(&rsa, Algorithm::RS256, "rsa-1", &format!("u{i}")))
+                .send()
+        }))
+    };
+
+    // A cold cache: every request waits for the one fetch and uses its keys.
+    for response in concurrent(&s.proxy).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
+
+    // A fresh instance while the provider fails slowly: still one fetch.
+    // Before, each waiting request made its own fetch after the previous
+    // one failed: six in a row, the last caller waiting for all of them.
+    jwks.status.store(500, Ordering::SeqCst);
+    let fresh = instance(&s, &env);
+    for response in concurrent(&fresh).await {
+        assert_eq!(response.unwrap().status(), 503);
+    }
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2);
+}
+
+// ------------------------------------------------ sessions across instances
+
+/// Another proxy instance on the same GigaChat key (and emulator) as `s`.
+fn instance(s: &Setup, extra_env: &[(&str, &str)]) -> ProxyProcess {
+    let (base, auth) = (s.emulator.base_url(), s.emulator.auth_url());
+    let mut env = proxy_env(&base, &auth, &s.credentials);
+    env.extend_from_slice(extra_env);
+    start_proxy(&env)
+}
+
+async fn mint(http: &reqwest::Client, proxy: &ProxyProcess, api_key: Option<&str>) -> String {
+    let mut request = http.post(proxy.url("/api/gigachat-oauth"));
+    if let Some(key) = api_key {
+        request = request.header("X-API-Key", key);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn models_status(http: &reqwest::Client, proxy: &ProxyProcess, token: &str) -> u16 {
+    http.get(proxy.url("/api/gigachat-api/models"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn an_anonymous_session_from_an_open_instance_does_not_pass_a_required_one() {
+    const SESSION_SECRET: &str = "an-explicit-session-secret-of-32-chars-or-more";
+    let s = setup().await;
+    for explicit_secret in [false, true] {
+        let secret: &[(&str, &str)] = if explicit_secret {
+            &[("GIGACHAT_PROXY_SESSION_SECRET", SESSION_SECRET)]
+        } else {
+            &[]
+        };
+        // A developer's `cargo run` (open) and the deployment (required),
+        // on the same GigaChat key.
+        let open = instance(&s, secret);
+        let mut required_env = vec![("GIGACHAT_PROXY_API_KEYS", API_KEY)];
+        required_env.extend_from_slice(secret);
+        let required = instance(&s, &required_env);
+
+        let anonymous = mint(&s.http, &open, None).await;
+        assert_eq!(models_status(&s.http, &open, &anonymous).await, 200);
+        assert_eq!(
+            models_status(&s.http, &required, &anonymous).await,
+            401,
+            "explicit session secret: {explicit_secret}"
+        );
+        // The required instance's own sessions still work.
+        let keyed = mint(&s.http, &required, Some(API_KEY)).await;
+        assert_eq!(models_status(&s.http, &required, &keyed).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn sessions_pass_only_instances_that_accept_the_same_credentials() {
+    let s = setup().await;
+    let api_keys = instance(&s, &[("GIGACHAT_PROXY_API_KEYS", API_KEY)]);
+    // Another warm instance of the same deployment.
+    let twin = instance(&s, &[("GIGACHAT_PROXY_API_KEYS", API_KEY)]);
+    // Same GigaChat key, but end users sign in with JWTs only.
+    let jwt_only = instance(&s, &[("GIGACHAT_PROXY_JWT_SECRET", JWT_SECRET)]);
+    // The deployment after the key was revoked (replaced by another):
+    // sessions minted with the revoked key must die with it.
+    let revoked = instance(
+        &s,
+        &[("GIGACHAT_PROXY_API_KEYS", "another-key-0123456789abcdef")],
+    );
+
+    let token = mint(&s.http, &api_keys, Some(API_KEY)).await;
+    assert_eq!(models_status(&s.http, &api_keys, &token).await, 200);
+    assert_eq!(models_status(&s.http, &twin, &token).await, 200);
+    assert_eq!(models_status(&s.http, &jwt_only, &token).await, 401);
+    assert_eq!(models_status(&s.http, &revoked, &token).await, 401);
 }

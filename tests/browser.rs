@@ -1,7 +1,7 @@
-//! The demo page (`public/`) and CORS in real headless Chromium:
-//! `tests/browser/*.test.mjs`, run by Node's test runner with playwright-core
-//! driving Debian's Chromium, against the real proxy binary in front of the
-//! emulator.
+//! The demo page (`public/`), CORS and the official npm SDK in real headless
+//! Chromium: `tests/browser/*.test.mjs`, run by Node's test runner with
+//! playwright-core driving Debian's Chromium, against the real proxy binary
+//! in front of the emulator.
 //!
 //! Chromium (`/usr/bin/chromium`) and `tests/browser/node_modules` come from
 //! `.ci/setup`; when either is missing (or node_modules is stale) this test
@@ -26,6 +26,10 @@ use common::*;
 const NODE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Between SSE events, so a test can watch a reply grow.
 const CHUNK_DELAY: Duration = Duration::from_millis(150);
+
+/// One Chromium at a time (the tests of this file run in parallel), and one
+/// `.ci/setup` if the tools are missing.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,13 +77,6 @@ fn missing_tools() -> Vec<String> {
         _ => missing.push("Node.js (`node` on PATH)".into()),
     }
     let dir = browser_dir();
-    let pinned = json_file(&dir.join("package.json")).and_then(|p| {
-        p["dependencies"]["playwright-core"]
-            .as_str()
-            .map(str::to_owned)
-    });
-    let installed = json_file(&dir.join("node_modules/playwright-core/package.json"))
-        .and_then(|p| p["version"].as_str().map(str::to_owned));
     let lock_is_newer = match (
         modified(&dir.join("package-lock.json")),
         modified(&dir.join("node_modules/.package-lock.json")),
@@ -87,12 +84,24 @@ fn missing_tools() -> Vec<String> {
         (Some(lock), Some(installed)) => lock > installed,
         _ => true,
     };
-    if pinned.is_none() || installed != pinned || lock_is_newer {
-        missing.push(format!(
-            "tests/browser/node_modules with playwright-core {} (found {}; `npm ci` there)",
-            pinned.as_deref().unwrap_or("?"),
-            installed.as_deref().unwrap_or("none")
-        ));
+    // Every pinned package (playwright-core, and the npm SDK with what
+    // bundles it) at its pinned version.
+    let pinned = json_file(&dir.join("package.json"))
+        .and_then(|p| p["dependencies"].as_object().cloned())
+        .unwrap_or_default();
+    if pinned.is_empty() {
+        missing.push("tests/browser/package.json with its dependencies".into());
+    }
+    for (name, version) in &pinned {
+        let installed = json_file(&dir.join(format!("node_modules/{name}/package.json")))
+            .and_then(|p| p["version"].as_str().map(str::to_owned));
+        if lock_is_newer || installed.as_deref() != version.as_str() {
+            missing.push(format!(
+                "tests/browser/node_modules with {name} {} (found {}; `npm ci` there)",
+                version.as_str().unwrap_or("?"),
+                installed.as_deref().unwrap_or("none")
+            ));
+        }
     }
     missing
 }
@@ -121,17 +130,23 @@ fn ensure_tools() {
     );
 }
 
-/// The test files, passed explicitly (how `node --test DIR` finds files
-/// differs between Node versions).
-fn test_files() -> Vec<String> {
+/// The test files each run uses (each needs its own proxy configuration);
+/// passed explicitly, since how `node --test DIR` finds files differs
+/// between Node versions.
+const DEMO_TESTS: &str = "demo.test.mjs";
+const SDK_TESTS: &str = "sdk.test.mjs";
+
+/// Every `tests/browser/*.test.mjs` belongs to one of the runs, so none is
+/// silently left out.
+#[test]
+fn every_browser_test_file_is_run() {
     let mut files: Vec<String> = std::fs::read_dir(browser_dir())
         .unwrap()
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
         .filter(|name| name.ends_with(".test.mjs"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no tests/browser/*.test.mjs");
-    files
+    assert_eq!(files, [DEMO_TESTS, SDK_TESTS]);
 }
 
 struct NodeRun {
@@ -141,11 +156,10 @@ struct NodeRun {
 
 /// `node --test` with a deadline: on timeout it gets SIGTERM (Playwright
 /// closes Chromium on it), then SIGKILL; the output says so.
-fn run_node(env: &[(&str, String)]) -> NodeRun {
+fn run_node(file: &str, env: &[(&str, String)]) -> NodeRun {
     let mut command = Command::new("node");
     command
-        .args(["--test", "--test-reporter=spec"])
-        .args(test_files())
+        .args(["--test", "--test-reporter=spec", file])
         .current_dir(browser_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -216,8 +230,36 @@ fn summary_count(output: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// Asserts that a `node --test` run passed every test it ran, and that the
+/// proxy logged no secret.
+fn assert_run_passed(run: &NodeRun, logs: &str, credentials: &str) {
+    assert!(
+        run.success,
+        "the browser tests failed:\n{}\n--- proxy logs ---\n{logs}",
+        run.output
+    );
+    let tests = summary_count(&run.output, "tests").unwrap_or(0);
+    let passed = summary_count(&run.output, "pass").unwrap_or(0);
+    assert!(tests >= 1, "node ran no test:\n{}", run.output);
+    assert_eq!(
+        passed, tests,
+        "not every browser test passed:\n{}",
+        run.output
+    );
+    for name in ["fail", "skipped", "todo", "cancelled"] {
+        assert_eq!(
+            summary_count(&run.output, name),
+            Some(0),
+            "browser tests {name}:\n{}",
+            run.output
+        );
+    }
+    assert_no_secret(logs, &[credentials.to_owned()], "the proxy's logs");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_and_cors_in_headless_chromium() {
+    let _browser = BROWSER.lock().await;
     tokio::task::spawn_blocking(ensure_tools).await.unwrap();
 
     let credentials = test_credentials();
@@ -244,34 +286,39 @@ async fn the_demo_page_and_cors_in_headless_chromium() {
         ("BROWSER_DISALLOWED_ORIGIN", disallowed.clone()),
         ("CHROMIUM_PATH", chromium().display().to_string()),
     ];
-    let run = tokio::task::spawn_blocking(move || run_node(&node_env))
+    let run = tokio::task::spawn_blocking(move || run_node(DEMO_TESTS, &node_env))
         .await
         .unwrap();
     println!("{}", run.output);
+    assert_run_passed(&run, &proxy.logs(), &credentials);
+    emulator.shutdown().await;
+}
 
-    let logs = proxy.logs();
-    assert!(
-        run.success,
-        "the browser tests failed:\n{}\n--- proxy logs ---\n{logs}",
-        run.output
-    );
-    let tests = summary_count(&run.output, "tests").unwrap_or(0);
-    let passed = summary_count(&run.output, "pass").unwrap_or(0);
-    assert!(tests >= 1, "node ran no test:\n{}", run.output);
-    assert_eq!(
-        passed, tests,
-        "not every browser test passed:\n{}",
-        run.output
-    );
-    for name in ["fail", "skipped", "todo", "cancelled"] {
-        assert_eq!(
-            summary_count(&run.output, name),
-            Some(0),
-            "browser tests {name}:\n{}",
-            run.output
-        );
-    }
-    assert_no_secret(&logs, &[credentials], "the proxy's logs");
+/// The official npm SDK, bundled for the browser, on a page of another
+/// local origin (`http://localhost:PORT`, as a Vite dev server) calling the
+/// proxy on `127.0.0.1` with the local server's defaults: its OAuth call
+/// (`RqUID`) and API calls (`X-User-Agent`) pass the preflight, and a chat
+/// and a stream work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_npm_sdk_calls_the_proxy_from_another_local_origin() {
+    let _browser = BROWSER.lock().await;
+    tokio::task::spawn_blocking(ensure_tools).await.unwrap();
+
+    let credentials = test_credentials();
+    let emulator = start_emulator(&credentials, |c| c.chunk_delay = CHUNK_DELAY).await;
+    let (base, auth) = (emulator.base_url(), emulator.auth_url());
+    let proxy = start_proxy(&proxy_env(&base, &auth, &credentials));
+
+    let node_env = vec![
+        ("GIGACHAT_PROXY_URL", proxy.url.clone()),
+        ("GIGACHAT_EMULATOR_URL", emulator_url(&emulator)),
+        ("CHROMIUM_PATH", chromium().display().to_string()),
+    ];
+    let run = tokio::task::spawn_blocking(move || run_node(SDK_TESTS, &node_env))
+        .await
+        .unwrap();
+    println!("{}", run.output);
+    assert_run_passed(&run, &proxy.logs(), &credentials);
     emulator.shutdown().await;
 }
 

@@ -326,9 +326,17 @@ async fn instances_share_the_cache_through_redis_and_survive_its_loss() {
     );
     assert_eq!(shared.body, stored.body);
     assert_eq!(emulator.stats().api_calls, 1);
-    // B answered without a GigaChat token of its own.
+    // B answered without a GigaChat token of its own. The needle is the
+    // one a token fetch or adoption logs; A's fetch shows it is still what
+    // those lines say, so a renamed message cannot make this pass.
+    const TOKEN_LOGGED: &str = "GigaChat access token";
     assert!(
-        !b.logs().contains("GigaChat access token"),
+        a.wait_for_log(TOKEN_LOGGED).await,
+        "A logs the token it fetched for its miss: {}",
+        a.logs()
+    );
+    assert!(
+        !b.logs().contains(TOKEN_LOGGED),
         "a hit needs no token: {}",
         b.logs()
     );

@@ -37,8 +37,13 @@ async fn one_log_line_per_request_with_model_usage_and_a_hashed_identity() {
         .await
         .unwrap();
     let _ = plain.text().await.unwrap();
-    assert!(s.proxy.wait_for_log("stream=false").await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        s.proxy
+            .wait_for_log_count("gigachat_proxy::access", 2)
+            .await,
+        "{}",
+        s.proxy.logs()
+    );
     let lines = request_lines(&s.proxy.logs());
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for line in &lines {
@@ -66,6 +71,10 @@ async fn one_log_line_per_request_with_model_usage_and_a_hashed_identity() {
 #[tokio::test]
 async fn metrics_and_timing_headers_report_the_proxys_own_cost() {
     let s = setup().await;
+    // GigaChat takes 300 ms to answer: the proxy's own time must leave that out.
+    s.emulator
+        .faults()
+        .set_first_byte_delay(Duration::from_millis(300));
     let response = s
         .http
         .post(s.proxy.url("/api/gigachat-api/chat/completions"))
@@ -77,34 +86,56 @@ async fn metrics_and_timing_headers_report_the_proxys_own_cost() {
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(
-        timing.starts_with("proxy;dur=") && timing.contains("upstream;dur="),
-        "{timing}"
-    );
+    let durations: Vec<(&str, f64)> = timing
+        .split(", ")
+        .map(|entry| {
+            let (name, dur) = entry.split_once(";dur=").unwrap();
+            (name, dur.parse().unwrap())
+        })
+        .collect();
+    let [("proxy", proxy_ms), ("upstream", upstream_ms)] = durations[..] else {
+        panic!("Server-Timing is `proxy;dur=…, upstream;dur=…`: {timing}");
+    };
     let overhead: f64 = response.headers()["x-proxy-overhead-ms"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
-    assert!(overhead >= 0.0);
-    let _ = response.text().await.unwrap();
-    // The sample is recorded when the answer's body is finished.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let metrics = s.http.get(s.proxy.url("/metrics")).send().await.unwrap();
-    assert_eq!(metrics.status(), 200);
+    assert_eq!(overhead, proxy_ms, "the header and Server-Timing agree");
     assert!(
-        metrics.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
+        upstream_ms >= 300.0,
+        "upstream;dur covers GigaChat's 300 ms: {timing}"
     );
-    let text = metrics.text().await.unwrap();
-    for needle in [
+    assert!(
+        overhead > 0.0 && overhead < upstream_ms,
+        "the overhead is the proxy's own time, without the upstream's: {timing}"
+    );
+    let _ = response.text().await.unwrap();
+    // The sample is recorded when the answer's body is finished, which is a
+    // little after the client has read it: poll for it.
+    let needles = [
         "gigachat_proxy_requests_total{route=\"api\",status=\"2xx\"} 1",
         "gigachat_proxy_overhead_seconds_count{route=\"api\"} 1",
         "gigachat_proxy_upstream_duration_seconds_count{route=\"api\"} 1",
         "gigachat_proxy_tokens_output_total{route=\"api\"}",
-    ] {
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let metrics = s.http.get(s.proxy.url("/metrics")).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        assert!(
+            metrics.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = metrics.text().await.unwrap();
+        if needles.iter().all(|needle| text.contains(needle)) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for needle in needles {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
     assert_no_secret(&text, std::slice::from_ref(&s.credentials), "the metrics");

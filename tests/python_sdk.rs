@@ -87,7 +87,33 @@ async fn the_official_python_sdk_works_through_the_proxy() {
         output.status.success(),
         "the SDK tests failed:\n{stdout}\n{stderr}"
     );
-    assert!(stdout.contains(" passed"), "pytest ran no test:\n{stdout}");
+    // Every test function in the file ran and passed: a test pytest did
+    // not collect (renamed, shadowed, deselected) fails here.
+    let defined = std::fs::read_to_string(repo_root().join("tests/python/test_sdk.py"))
+        .unwrap()
+        .lines()
+        .filter(|line| line.starts_with("def test_") || line.starts_with("async def test_"))
+        .count();
+    let passed: usize = stdout
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let before = line
+                .split(" passed")
+                .next()
+                .filter(|_| line.contains(" passed"))?;
+            before
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("pytest ran no test:\n{stdout}"));
+    assert!(defined > 0);
+    assert!(
+        passed >= defined,
+        "pytest passed {passed} tests, the file defines {defined}:\n{stdout}"
+    );
     assert!(
         !stdout.contains(" skipped"),
         "no SDK test may be skipped:\n{stdout}"

@@ -172,3 +172,96 @@ async fn deep_health_proves_a_token_can_be_had() {
     assert!(body["message"].as_str().unwrap().contains("OAuth"));
     assert_eq!(refused.emulator.stats().oauth_calls, 1);
 }
+
+/// Proxies sharing `redis` in front of `emulator`, retrying OAuth quickly.
+fn fleet(
+    n: usize,
+    emulator: &gigachat_emulator::Emulator,
+    credentials: &str,
+    redis: &Redis,
+    extra: &[(&str, &str)],
+) -> Vec<ProxyProcess> {
+    let (base, auth, redis_url) = (emulator.base_url(), emulator.auth_url(), redis.url());
+    let mut env = proxy_env(&base, &auth, credentials);
+    env.extend_from_slice(&[
+        ("REDIS_URL", redis_url.as_str()),
+        ("GIGACHAT_PROXY_UPSTREAM_CONCURRENCY", "off"),
+        ("GIGACHAT_RETRY_BACKOFF_FACTOR", "0.05"),
+    ]);
+    env.extend_from_slice(extra);
+    (0..n).map(|_| start_proxy(&env)).collect()
+}
+
+/// Chat calls spread over the instances, all at once; their statuses.
+async fn burst(proxies: &[ProxyProcess], calls: usize) -> Vec<u16> {
+    let http = reqwest::Client::new();
+    let calls = (0..calls).map(|i| {
+        let (http, proxy) = (http.clone(), &proxies[i % proxies.len()]);
+        async move { ask(&http, proxy, &format!("burst {i}")).await }
+    });
+    futures_util::future::join_all(calls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_holder_retries_a_transient_oauth_failure_for_the_fleet() {
+    let redis = Redis::start();
+    let credentials = test_credentials();
+    let emulator = start_emulator(&credentials, |_| {}).await;
+    // Slow OAuth: the other instances are surely waiting on the lock while
+    // its holder fails and retries.
+    emulator
+        .faults()
+        .set_oauth_delay(Duration::from_millis(300));
+    emulator.faults().fail_next_oauth(500, 1);
+    let proxies = fleet(2, &emulator, &credentials, &redis, &[]);
+    let statuses = burst(&proxies, 20).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let stats = emulator.stats();
+    assert_eq!(
+        (stats.oauth_calls, stats.oauth_failures),
+        (2, 1),
+        "the holder's failed call and its retry, for both instances"
+    );
+    let token = last_token(&emulator);
+    assert!(upstream_tokens(&emulator).iter().all(|t| *t == token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_oauth_failure_of_the_lock_holder_is_shared_not_repeated() {
+    let redis = Redis::start();
+    let credentials = test_credentials();
+    let emulator = start_emulator(&credentials, |_| {}).await;
+    emulator
+        .faults()
+        .set_oauth_delay(Duration::from_millis(300));
+    emulator.faults().fail_next_oauth(503, 1000);
+    let proxies = fleet(
+        3,
+        &emulator,
+        &credentials,
+        &redis,
+        &[("GIGACHAT_MAX_RETRIES", "1")],
+    );
+    let http = reqwest::Client::new();
+    let answers = (0..15).map(|i| {
+        let (http, proxy) = (http.clone(), &proxies[i % 3]);
+        async move {
+            let response = http
+                .post(proxy.url("/api/gigachat-api/chat/completions"))
+                .json(&chat("doomed", false))
+                .timeout(Duration::from_secs(20))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body["code"].as_str().unwrap_or_default().to_owned())
+        }
+    });
+    for (status, code) in futures_util::future::join_all(answers).await {
+        assert_eq!((status, code.as_str()), (502, "upstream_auth_failed"));
+    }
+    // The holder's call and one retry; the waiting instances answered with
+    // its error instead of taking the lock in turn (or all at once).
+    assert_eq!(emulator.stats().oauth_calls, 2);
+}

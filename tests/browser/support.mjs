@@ -15,17 +15,18 @@ function required(name) {
   return value.replace(/\/+$/, '');
 }
 
+// Read when used (each test file is run with the variables it needs).
 export const env = {
   /** The real proxy binary, e.g. http://127.0.0.1:41234 */
-  proxy: required('GIGACHAT_PROXY_URL'),
+  get proxy() { return required('GIGACHAT_PROXY_URL'); },
   /** The emulator's root (its control surface is under /_emulator/). */
-  emulator: required('GIGACHAT_EMULATOR_URL'),
+  get emulator() { return required('GIGACHAT_EMULATOR_URL'); },
   /** The GigaChat authorization key the proxy holds (a throwaway one). */
-  credentials: required('GIGACHAT_TEST_CREDENTIALS'),
+  get credentials() { return required('GIGACHAT_TEST_CREDENTIALS'); },
   /** In GIGACHAT_PROXY_ALLOWED_ORIGINS: http://localhost:PORT_A */
-  allowedOrigin: required('BROWSER_ALLOWED_ORIGIN'),
+  get allowedOrigin() { return required('BROWSER_ALLOWED_ORIGIN'); },
   /** Not in it: http://127.0.0.1:PORT_B */
-  disallowedOrigin: required('BROWSER_DISALLOWED_ORIGIN'),
+  get disallowedOrigin() { return required('BROWSER_DISALLOWED_ORIGIN'); },
   chromium: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
   /** If set, a screenshot of the demo page mid-stream is written here. */
   screenshot: process.env.DEMO_SCREENSHOT || '',

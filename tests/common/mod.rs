@@ -38,12 +38,18 @@ pub struct ProxyProcess {
     child: Child,
     pub url: String,
     logs: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
 }
 
 impl ProxyProcess {
     /// Everything the process wrote to stdout and stderr so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Only what it wrote to stderr: the log lines (stdout has the banner).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// Waits (bounded) until the output contains `needle`; output arrives
@@ -65,6 +71,48 @@ impl ProxyProcess {
     pub fn addr(&self) -> String {
         self.url.trim_start_matches("http://").to_owned()
     }
+
+    /// Waits (bounded) until the output contains `needle` at least `count`
+    /// times: e.g. one access-log line per request sent, so a check of
+    /// "every line" sees the late ones too.
+    pub async fn wait_for_log_count(&self, needle: &str, count: usize) -> bool {
+        for _ in 0..250 {
+            if self.logs().matches(needle).count() >= count {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// The process id, for sending it signals (`kill -TERM`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM (what a process manager or `docker stop` sends).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// The exit status once the process has exited, polled up to `within`;
+    /// `None` if it is still running then.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Drop for ProxyProcess {
@@ -77,9 +125,14 @@ impl Drop for ProxyProcess {
 /// Starts the local server binary with exactly `env` (plus PATH), on a
 /// random port, and waits for its "listening on" line.
 pub fn start_proxy(env: &[(&str, &str)]) -> ProxyProcess {
+    start_proxy_on("127.0.0.1", env)
+}
+
+/// [`start_proxy`] listening on `host` (`--host`), e.g. `0.0.0.0`.
+pub fn start_proxy_on(host: &str, env: &[(&str, &str)]) -> ProxyProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gigachat-proxy"));
     command
-        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(["--host", host, "--port", "0"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "debug")
@@ -116,11 +169,18 @@ pub fn start_proxy(env: &[(&str, &str)]) -> ProxyProcess {
     });
     let stderr = child.stderr.take().unwrap();
     let stderr_logs = Arc::clone(&logs);
+    let stderr_only = Arc::new(Mutex::new(String::new()));
+    let stderr_only_writer = Arc::clone(&stderr_only);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut logs = stderr_logs.lock().unwrap();
-            logs.push_str(&line);
-            logs.push('\n');
+            {
+                let mut logs = stderr_logs.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+            let mut only = stderr_only_writer.lock().unwrap();
+            only.push_str(&line);
+            only.push('\n');
         }
     });
     let url = url_rx
@@ -131,7 +191,12 @@ pub fn start_proxy(env: &[(&str, &str)]) -> ProxyProcess {
                 logs.lock().unwrap()
             )
         });
-    ProxyProcess { child, url, logs }
+    ProxyProcess {
+        child,
+        url,
+        logs,
+        stderr: stderr_only,
+    }
 }
 
 /// The usual setup: an emulator that knows `credentials`, and a proxy that
@@ -256,18 +321,35 @@ pub fn emulator_url(emulator: &Emulator) -> String {
 pub struct Redis {
     child: Child,
     port: u16,
+    password: Option<String>,
 }
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// A server that requires `password` (`requirepass`); [`Redis::url`]
+    /// then carries it, as a managed Redis URL does, so a test can check
+    /// that it never reaches a log line.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_inner(Some(password.to_owned()))
+    }
+
+    fn start_inner(password: Option<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", "", "--appendonly", "no"]);
+        if let Some(password) = &password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -281,11 +363,51 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, port }
+        Self {
+            child,
+            port,
+            password,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// How many keys the server holds (`DBSIZE` over a raw connection):
+    /// proof that a client really wrote to it, not fell back to memory.
+    pub fn key_count(&self) -> u64 {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut commands = String::new();
+        if let Some(password) = &self.password {
+            commands.push_str(&format!(
+                "*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n",
+                password.len()
+            ));
+        }
+        commands.push_str("*1\r\n$6\r\nDBSIZE\r\n");
+        stream.write_all(commands.as_bytes()).unwrap();
+        let mut reply = String::new();
+        let mut buffer = [0u8; 256];
+        // `+OK` for AUTH, then `:N` for DBSIZE, each line ending in CRLF.
+        while !(reply.ends_with("\r\n") && reply.lines().any(|line| line.starts_with(':'))) {
+            let n = stream.read(&mut buffer).unwrap();
+            assert!(n > 0, "redis closed the connection: {reply}");
+            reply.push_str(&String::from_utf8_lossy(&buffer[..n]));
+            assert!(!reply.starts_with('-'), "redis refused: {reply}");
+        }
+        reply
+            .lines()
+            .find_map(|line| line.strip_prefix(':'))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected DBSIZE reply: {reply}"))
     }
 
     pub fn kill(&mut self) {

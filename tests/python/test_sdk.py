@@ -276,8 +276,37 @@ def test_tokens_count_one_entry_per_input(client: GigaChat, recorder: Recorder) 
 
 
 def test_health_endpoint() -> None:
+    """The README's health document: configuration and upstream kind, no
+    upstream call, no secret; `?deep=1` proves a token can be had."""
+    stats_before = emulator_get("/_emulator/stats")
     response = httpx.get(f"{PROXY_URL}{HEALTH_PATH}", timeout=10)
     assert response.status_code == 200, f"{HEALTH_PATH} -> {response.status_code}: {response.text[:200]}"
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    health = response.json()
+    expected = {
+        "status": "ok",
+        "config": "valid",
+        # GIGACHAT_BASE_URL names the test's emulator, not GigaChat's host
+        # and not the built-in fallback.
+        "upstream": "custom",
+        "scope": "GIGACHAT_API_PERS",
+        "platform": "local",
+        "auth": "open",
+        "limits": "memory",
+    }
+    assert {k: health.get(k) for k in expected} == expected, health
+    assert isinstance(health.get("version"), str) and health["version"], health
+    assert "token" not in health, f"a plain health check fetched no token: {health}"
+    stats_after = emulator_get("/_emulator/stats")
+    assert (stats_after["api_calls"], stats_after["oauth_calls"]) == (
+        stats_before["api_calls"],
+        stats_before["oauth_calls"],
+    ), f"a plain health check reached the upstream: {stats_before} -> {stats_after}"
+
+    deep = httpx.get(f"{PROXY_URL}{HEALTH_PATH}", params={"deep": "1"}, timeout=10)
+    assert deep.status_code == 200, f"{HEALTH_PATH}?deep=1 -> {deep.status_code}: {deep.text[:200]}"
+    assert deep.json().get("token") == "ok", deep.text
+    assert "access_token" not in deep.text and "Bearer" not in deep.text, deep.text
 
 
 def test_sdk_oauth_is_served_by_proxy_and_dummy_credentials_never_leak() -> None:

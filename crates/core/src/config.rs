@@ -19,6 +19,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 /// The SDK's `token_expiry_buffer_ms`: refresh this long before expiry.
 pub const DEFAULT_TOKEN_EXPIRY_BUFFER: Duration = Duration::from_secs(60);
+/// Time to receive a whole request body: a 10 MiB upload (the local body
+/// limit) needs about 1.4 Mbit/s, and a client trickling a body a byte at a
+/// time cannot hold a connection and its buffer longer than this.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the proxy runs; it picks defaults that fit the platform's limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,9 @@ pub struct Config {
     pub retry: RetryPolicy,
     pub token_expiry_buffer: Duration,
     pub max_body_bytes: usize,
+    /// The longest a request body may take to arrive, from the first read
+    /// to its end (`GIGACHAT_PROXY_BODY_TIMEOUT`).
+    pub body_timeout: Duration,
     /// Signs the proxy's own session tokens (`/api/gigachat-oauth`).
     pub session_secret: Secret<Vec<u8>>,
     pub session_ttl: Duration,
@@ -268,6 +275,10 @@ impl Config {
                 }
             },
         };
+        let body_timeout = match get("GIGACHAT_PROXY_BODY_TIMEOUT") {
+            None => DEFAULT_BODY_TIMEOUT,
+            Some(value) => parse_seconds("GIGACHAT_PROXY_BODY_TIMEOUT", &value)?,
+        };
         let session_ttl = match get("GIGACHAT_PROXY_SESSION_TTL") {
             None => DEFAULT_SESSION_TTL,
             Some(value) => parse_seconds("GIGACHAT_PROXY_SESSION_TTL", &value)?,
@@ -313,6 +324,7 @@ impl Config {
             retry,
             token_expiry_buffer,
             max_body_bytes,
+            body_timeout,
             session_secret: Secret::new(session_secret),
             session_ttl,
             cors,
@@ -454,6 +466,7 @@ mod tests {
         assert_eq!(config.base_url.as_str(), DEFAULT_BASE_URL);
         assert_eq!(config.timeout, Duration::from_secs(30));
         assert_eq!(config.max_body_bytes, 4_500_000);
+        assert_eq!(config.body_timeout, DEFAULT_BODY_TIMEOUT);
         assert_eq!(config.upstream_kind, UpstreamKind::GigaChat);
     }
 
@@ -476,6 +489,7 @@ mod tests {
             ("GIGACHAT_AUTH_URL", "ftp://secret-value-123"),
             ("GIGACHAT_TIMEOUT", "secret-value-123"),
             ("GIGACHAT_PROXY_MAX_BODY_BYTES", "secret-value-123"),
+            ("GIGACHAT_PROXY_BODY_TIMEOUT", "secret-value-123"),
             ("GIGACHAT_PROXY_SESSION_SECRET", "secret-value-123"),
             ("GIGACHAT_BASE_URL", "https://user:secret-value-123@host/v1"),
         ];
@@ -511,6 +525,33 @@ mod tests {
         assert_eq!(a.session_secret, b.session_secret);
         assert_ne!(a.session_secret, c.session_secret);
         assert_ne!(a.session_secret.expose().as_slice(), KEY.as_bytes());
+    }
+
+    /// DNS rebinding (issue 9): the local server on loopback answers only
+    /// to names a page cannot re-point; deployments and a server listening
+    /// on every interface go by the names they are reached under.
+    #[test]
+    fn only_a_loopback_local_server_checks_host_names() {
+        use crate::cors::AllowedHosts;
+        let hosts = |platform: Platform, host: Option<&str>| {
+            Config::from_lookup(platform, |name| match name {
+                "GIGACHAT_CREDENTIALS" => Some(KEY.into()),
+                "HOST" => host.map(str::to_owned),
+                _ => None,
+            })
+            .unwrap()
+            .cors
+            .hosts
+        };
+        let loopback_only = AllowedHosts::Listed(Vec::new());
+        assert_eq!(hosts(Platform::Local, None), loopback_only);
+        assert_eq!(hosts(Platform::Local, Some(" ")), loopback_only);
+        assert_eq!(hosts(Platform::Local, Some("0.0.0.0")), AllowedHosts::Any);
+        assert_eq!(hosts(Platform::Vercel, None), AllowedHosts::Any);
+        assert_eq!(
+            hosts(Platform::Lambda, Some("127.0.0.1")),
+            AllowedHosts::Any
+        );
     }
 
     #[test]

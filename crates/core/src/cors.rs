@@ -7,13 +7,31 @@
 //! way proxies break browsers. CORS is not access control (any non-browser
 //! client can send any `Origin`); end-user auth is. What CORS decides is
 //! which *web pages* may read the answers.
+//!
+//! The `Host` check (see [`AllowedHosts`]) runs first, for every request:
+//! a page on `http://rebind.attacker.example:3000` whose name an attacker
+//! re-points at 127.0.0.1 is *same-origin* with the local server, so no
+//! `Origin` rule can stop it; only refusing host names the server does not
+//! go by can.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 
 use crate::config::ConfigError;
 
-const ALLOW_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, Cache-Control, X-Request-ID, X-Session-ID, X-Client-ID, X-API-Key";
+/// What a preflight may ask for: exactly the methods the API route forwards
+/// (a preflight that passed for a method the route then refuses with 405
+/// would only move the error later); a test in `routes::api` keeps the two
+/// equal.
+pub(crate) const ALLOW_METHODS: &str = "GET, HEAD, POST, DELETE, OPTIONS";
+/// Every request header the official SDKs send (the npm `gigachat` sends
+/// `RqUID` on the OAuth call and `X-User-Agent` instead of `User-Agent` in
+/// browsers; Firefox lets a page set `User-Agent` itself; the Python SDK's
+/// context variables add the `X-*-ID` tracing headers), plus the proxy's own
+/// `X-API-Key`. A header missing here fails the preflight, and with it every
+/// call the SDK makes from a page on another origin.
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, Cache-Control, User-Agent, RqUID, X-User-Agent, X-Request-ID, X-Session-ID, X-Client-ID, X-Service-ID, X-Operation-ID, X-Trace-ID, X-Agent-ID, X-API-Key";
 const EXPOSE_HEADERS: &str = "X-Request-ID, X-Upstream-Request-ID, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, X-Session-ID, X-Cache, Server-Timing, X-Proxy-Overhead-MS";
 const MAX_AGE_SECS: &str = "600";
 const VARY: &str = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
@@ -32,13 +50,31 @@ pub enum AllowedOrigins {
     Any,
 }
 
+/// Which `Host` names requests may carry: the defence against DNS
+/// rebinding, where a page on an attacker's name that now resolves to
+/// 127.0.0.1 calls the local server as its own origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHosts {
+    /// Any host: deployments, and a server listening beyond loopback (a
+    /// VPS or container has real host names a proxy in front passes on).
+    Any,
+    /// IP addresses, `localhost` and `*.localhost` (names an attacker cannot
+    /// point anywhere: rebinding needs a DNS name it controls), plus these
+    /// lower-cased names: `app.example` exactly, `.example` for `example`
+    /// and every subdomain.
+    Listed(Vec<String>),
+}
+
 #[derive(Debug, Clone)]
 pub struct CorsConfig {
     pub origins: AllowedOrigins,
     pub allow_credentials: bool,
+    pub hosts: AllowedHosts,
 }
 
 impl CorsConfig {
+    /// `local_server`: the local/self-hosted server, which listens where
+    /// `HOST` says (127.0.0.1 when unset, as the server itself defaults).
     pub fn from_lookup(
         lookup: &dyn Fn(&str) -> Option<String>,
         local_server: bool,
@@ -81,11 +117,130 @@ impl CorsConfig {
                 problem: "cannot be true while GIGACHAT_PROXY_ALLOWED_ORIGINS is `*`: list the origins instead".into(),
             });
         }
+        let hosts = match lookup("GIGACHAT_PROXY_ALLOWED_HOSTS") {
+            Some(value) => parse_allowed_hosts(&value)?,
+            None if local_server
+                && lookup("HOST")
+                    .as_deref()
+                    .is_none_or(is_loopback_bind_address) =>
+            {
+                AllowedHosts::Listed(Vec::new())
+            }
+            None => AllowedHosts::Any,
+        };
         Ok(Self {
             origins,
             allow_credentials,
+            hosts,
         })
     }
+}
+
+fn parse_allowed_hosts(value: &str) -> Result<AllowedHosts, ConfigError> {
+    let value = value.trim();
+    if value == "*" || value.eq_ignore_ascii_case("all") {
+        return Ok(AllowedHosts::Any);
+    }
+    let mut names = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let name = item.strip_prefix('.').unwrap_or(item);
+        let valid = name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if !valid {
+            return Err(ConfigError {
+                variable: "GIGACHAT_PROXY_ALLOWED_HOSTS",
+                problem: "must be `*` (any host) or a comma-separated list of host names like app.example.com, or .example.com for a domain and its subdomains (no scheme, no port)".into(),
+            });
+        }
+        names.push(item.to_ascii_lowercase());
+    }
+    Ok(AllowedHosts::Listed(names))
+}
+
+/// The local server listens on loopback only: `127.0.0.0/8`, `::1`,
+/// `localhost`. Anything else (`0.0.0.0`, a LAN address, a name) means
+/// others reach it under names of their own.
+fn is_loopback_bind_address(host: &str) -> bool {
+    let host = host.trim();
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match unbracketed.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+impl AllowedHosts {
+    /// Whether every host the request names (its target's authority, as
+    /// HTTP/2 and absolute-form requests carry it, and its `Host`) is
+    /// allowed. A request naming none (HTTP/1.0) is let through: browsers
+    /// always send `Host`.
+    pub fn allow(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+        let AllowedHosts::Listed(names) = self else {
+            return true;
+        };
+        let authority_allowed = uri
+            .authority()
+            .is_none_or(|authority| host_allowed(authority.as_str(), names));
+        authority_allowed
+            && headers
+                .get_all(header::HOST)
+                .iter()
+                .all(|value| value.to_str().is_ok_and(|value| host_allowed(value, names)))
+    }
+}
+
+/// `value` is `host[:port]` (a `Host` header or an authority).
+fn host_allowed(value: &str, listed: &[String]) -> bool {
+    let Some(name) = host_name(value.trim()) else {
+        return false;
+    };
+    if let Some(ipv6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return ipv6.parse::<Ipv6Addr>().is_ok();
+    }
+    // One trailing dot is the same name written fully qualified.
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return false;
+    }
+    name.parse::<Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || ends_with_ignore_case(name, ".localhost")
+        || listed.iter().any(|entry| match entry.strip_prefix('.') {
+            Some(domain) => name.eq_ignore_ascii_case(domain) || ends_with_ignore_case(name, entry),
+            None => name.eq_ignore_ascii_case(entry),
+        })
+}
+
+/// The host of `host[:port]`, brackets kept for IPv6; None when malformed
+/// (userinfo, a stray colon, a non-numeric port).
+fn host_name(value: &str) -> Option<&str> {
+    if value.starts_with('[') {
+        let end = value.find(']')?;
+        let (name, rest) = value.split_at(end + 1);
+        return (rest.is_empty() || is_port(rest.strip_prefix(':')?)).then_some(name);
+    }
+    let name = match value.rsplit_once(':') {
+        Some((name, port)) if is_port(port) => name,
+        Some(_) => return None,
+        None => value,
+    };
+    (!name.contains([':', '@'])).then_some(name)
+}
+
+fn is_port(port: &str) -> bool {
+    port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn ends_with_ignore_case(name: &str, suffix: &str) -> bool {
+    name.len() > suffix.len()
+        && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 /// `scheme://host[:port]`, lower-cased, without a trailing slash; None if
@@ -105,6 +260,9 @@ fn normalize_origin(value: &str) -> Option<String> {
 /// What the policy says about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// A `Host` the server does not go by (see [`AllowedHosts`]): refused
+    /// whatever the origin, preflights included.
+    HostNotAllowed,
     /// No `Origin`, or the site's own page: nothing to add.
     NotCrossOrigin,
     /// A cross-origin page that may read the answer: echo its origin.
@@ -122,7 +280,10 @@ impl Cors {
         Self { config }
     }
 
-    pub fn evaluate(&self, headers: &HeaderMap) -> Verdict {
+    pub fn evaluate(&self, uri: &Uri, headers: &HeaderMap) -> Verdict {
+        if !self.config.hosts.allow(uri, headers) {
+            return Verdict::HostNotAllowed;
+        }
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Verdict::NotCrossOrigin;
         };
@@ -254,6 +415,24 @@ mod tests {
         )
     }
 
+    fn hosts(vars: &[(&str, &str)], local: bool) -> Result<AllowedHosts, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        CorsConfig::from_lookup(
+            &|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            local,
+        )
+        .map(|config| config.hosts)
+    }
+
+    fn with_host(host: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        map
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
@@ -269,22 +448,25 @@ mod tests {
     fn requests_without_origin_or_from_the_site_itself_are_not_cross_origin() {
         let cors = cors(None, false);
         assert_eq!(
-            cors.evaluate(&headers(&[("host", "app.example")])),
+            cors.evaluate(&Uri::default(), &headers(&[("host", "app.example")])),
             Verdict::NotCrossOrigin
         );
         assert_eq!(
-            cors.evaluate(&headers(&[
-                ("host", "app.example"),
-                ("origin", "https://app.example")
-            ])),
+            cors.evaluate(
+                &Uri::default(),
+                &headers(&[("host", "app.example"), ("origin", "https://app.example")])
+            ),
             Verdict::NotCrossOrigin
         );
         assert_eq!(
-            cors.evaluate(&headers(&[
-                ("host", "fn.lambda-url.aws"),
-                ("origin", "https://app.example"),
-                ("sec-fetch-site", "same-origin")
-            ])),
+            cors.evaluate(
+                &Uri::default(),
+                &headers(&[
+                    ("host", "fn.lambda-url.aws"),
+                    ("origin", "https://app.example"),
+                    ("sec-fetch-site", "same-origin")
+                ])
+            ),
             Verdict::NotCrossOrigin
         );
     }
@@ -292,10 +474,10 @@ mod tests {
     #[test]
     fn deployments_default_to_same_origin_only() {
         let cors = cors(None, false);
-        let verdict = cors.evaluate(&headers(&[
-            ("host", "app.example"),
-            ("origin", "https://evil.example"),
-        ]));
+        let verdict = cors.evaluate(
+            &Uri::default(),
+            &headers(&[("host", "app.example"), ("origin", "https://evil.example")]),
+        );
         assert_eq!(verdict, Verdict::Denied);
         let mut out = HeaderMap::new();
         cors.apply(&verdict, &mut out);
@@ -321,7 +503,7 @@ mod tests {
             let mut h = headers(&[("host", "127.0.0.1:3000")]);
             h.insert("origin", HeaderValue::from_str(allowed).unwrap());
             assert!(
-                matches!(cors.evaluate(&h), Verdict::Allowed(_)),
+                matches!(cors.evaluate(&Uri::default(), &h), Verdict::Allowed(_)),
                 "{allowed}"
             );
         }
@@ -334,7 +516,11 @@ mod tests {
         ] {
             let mut h = headers(&[("host", "127.0.0.1:3000")]);
             h.insert("origin", HeaderValue::from_str(denied).unwrap());
-            assert_eq!(cors.evaluate(&h), Verdict::Denied, "{denied}");
+            assert_eq!(
+                cors.evaluate(&Uri::default(), &h),
+                Verdict::Denied,
+                "{denied}"
+            );
         }
     }
 
@@ -344,12 +530,12 @@ mod tests {
             Some("https://App.Example.com/, http://localhost:5173"),
             true,
         );
-        let mut h = headers(&[("host", "api.example")]);
+        let mut h = headers(&[("host", "localhost:3000")]);
         h.insert(
             "origin",
             HeaderValue::from_static("https://app.example.com"),
         );
-        let verdict = cors.evaluate(&h);
+        let verdict = cors.evaluate(&Uri::default(), &h);
         assert_eq!(
             verdict,
             Verdict::Allowed(HeaderValue::from_static("https://app.example.com"))
@@ -384,7 +570,7 @@ mod tests {
         assert_eq!(out["access-control-max-age"], "600");
         assert!(out.get("access-control-allow-credentials").is_none());
         h.insert("origin", HeaderValue::from_static("http://127.0.0.1:5173"));
-        assert_eq!(cors.evaluate(&h), Verdict::Denied);
+        assert_eq!(cors.evaluate(&Uri::default(), &h), Verdict::Denied);
     }
 
     #[test]
@@ -394,7 +580,7 @@ mod tests {
             ("host", "api.example"),
             ("origin", "https://anyone.example"),
         ]);
-        let verdict = star.evaluate(&h);
+        let verdict = star.evaluate(&Uri::default(), &h);
         let mut out = HeaderMap::new();
         star.apply(&verdict, &mut out);
         assert_eq!(out["access-control-allow-origin"], "*");
@@ -409,6 +595,232 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.variable, "GIGACHAT_PROXY_CORS_ALLOW_CREDENTIALS");
+    }
+
+    /// Issue 9, defect 11: a rebinding page is same-origin with the local
+    /// server (its `Origin` names the `Host` it sent), so the `Host` itself
+    /// must be refused, with or without `Origin`, preflight or not.
+    #[test]
+    fn a_loopback_server_refuses_host_names_an_attacker_can_rebind() {
+        let cors = cors(None, true);
+        for host in [
+            "rebind.attacker.example:3000",
+            "rebind.attacker.example",
+            "localhost.attacker.example:3000",
+            "127.0.0.1.nip.io:3000",
+            "localhost:3000.attacker.example",
+            "user@localhost:3000",
+            "[::1:3000",
+            "[::1]x",
+            "localhost:http",
+            "evil:3000:1",
+            "",
+        ] {
+            let mut h = with_host(host);
+            assert_eq!(
+                cors.evaluate(&Uri::default(), &h),
+                Verdict::HostNotAllowed,
+                "{host:?}"
+            );
+            if let Ok(origin) = HeaderValue::from_str(&format!("http://{host}")) {
+                h.insert(header::ORIGIN, origin);
+                h.insert(
+                    header::ACCESS_CONTROL_REQUEST_METHOD,
+                    HeaderValue::from_static("POST"),
+                );
+                assert_eq!(
+                    cors.evaluate(&Uri::default(), &h),
+                    Verdict::HostNotAllowed,
+                    "{host:?} with Origin"
+                );
+            }
+        }
+        let mut bytes = with_host("localhost");
+        bytes.insert(
+            header::HOST,
+            HeaderValue::from_bytes(b"rebind\xff.example").unwrap(),
+        );
+        assert_eq!(
+            cors.evaluate(&Uri::default(), &bytes),
+            Verdict::HostNotAllowed
+        );
+        // A second `Host` (or the target's authority) cannot smuggle a name.
+        let mut two = with_host("localhost:3000");
+        two.append(
+            header::HOST,
+            HeaderValue::from_static("rebind.attacker.example"),
+        );
+        assert_eq!(
+            cors.evaluate(&Uri::default(), &two),
+            Verdict::HostNotAllowed
+        );
+        let absolute: Uri = "http://rebind.attacker.example:3000/api/gigachat-health"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            cors.evaluate(&absolute, &with_host("localhost:3000")),
+            Verdict::HostNotAllowed
+        );
+
+        for host in [
+            "localhost:3000",
+            "LocalHost",
+            "localhost.",
+            "app.localhost:5173",
+            "127.0.0.1:3000",
+            "127.0.0.1",
+            "[::1]:3000",
+            "[::1]",
+            "192.168.1.20:3000",
+            "[fe80::1]:8080",
+        ] {
+            assert_eq!(
+                cors.evaluate(&Uri::default(), &with_host(host)),
+                Verdict::NotCrossOrigin,
+                "{host:?}"
+            );
+        }
+        // HTTP/1.0 without `Host`: no name to rebind.
+        assert_eq!(
+            cors.evaluate(&Uri::default(), &HeaderMap::new()),
+            Verdict::NotCrossOrigin
+        );
+        let h2: Uri = "http://127.0.0.1:3000/api/gigachat-health".parse().unwrap();
+        assert_eq!(
+            cors.evaluate(&h2, &HeaderMap::new()),
+            Verdict::NotCrossOrigin
+        );
+    }
+
+    #[test]
+    fn the_host_check_follows_the_bind_address_and_the_variable() {
+        let listed = AllowedHosts::Listed(Vec::new());
+        for bind in [
+            None,
+            Some("127.0.0.1"),
+            Some("127.0.0.2"),
+            Some("::1"),
+            Some("[::1]"),
+            Some(" localhost "),
+        ] {
+            let vars: Vec<(&str, &str)> = bind.map(|b| ("HOST", b)).into_iter().collect();
+            assert_eq!(hosts(&vars, true).unwrap(), listed, "bind {bind:?}");
+        }
+        // Listening beyond loopback: self-hosted under real names.
+        for bind in ["0.0.0.0", "::", "192.168.1.20", "myhost"] {
+            assert_eq!(
+                hosts(&[("HOST", bind)], true).unwrap(),
+                AllowedHosts::Any,
+                "{bind}"
+            );
+        }
+        // Deployments: the platform routes by host already.
+        assert_eq!(hosts(&[], false).unwrap(), AllowedHosts::Any);
+        // The origin list is about other pages; rebinding is same-origin.
+        assert_eq!(
+            hosts(
+                &[("GIGACHAT_PROXY_ALLOWED_ORIGINS", "https://app.example")],
+                true
+            )
+            .unwrap(),
+            listed
+        );
+        for any in ["*", " all ", "ALL"] {
+            assert_eq!(
+                hosts(&[("GIGACHAT_PROXY_ALLOWED_HOSTS", any)], true).unwrap(),
+                AllowedHosts::Any
+            );
+        }
+
+        let named = hosts(
+            &[
+                ("GIGACHAT_PROXY_ALLOWED_HOSTS", " .Example.com, dev.test ,"),
+                ("HOST", "0.0.0.0"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            named,
+            AllowedHosts::Listed(vec![".example.com".into(), "dev.test".into()])
+        );
+        let uri = Uri::default();
+        for allowed in [
+            "example.com",
+            "EXAMPLE.com:8080",
+            "a.b.example.com",
+            "dev.test",
+            "dev.test.",
+            "localhost",
+            "10.0.0.1",
+        ] {
+            assert!(named.allow(&uri, &with_host(allowed)), "{allowed}");
+        }
+        for denied in [
+            "badexample.com",
+            "example.com.evil",
+            "x.dev.test",
+            "dev.tes",
+            ".example.com",
+        ] {
+            assert!(!named.allow(&uri, &with_host(denied)), "{denied}");
+        }
+    }
+
+    #[test]
+    fn bad_host_lists_name_the_variable_not_the_value() {
+        for bad in [
+            "https://secret.example",
+            "secret.example:8080",
+            "secret..example",
+            "secret example",
+            "*.secret.example",
+            ".",
+        ] {
+            let err = hosts(&[("GIGACHAT_PROXY_ALLOWED_HOSTS", bad)], true).unwrap_err();
+            assert_eq!(err.variable, "GIGACHAT_PROXY_ALLOWED_HOSTS", "{bad}");
+            assert!(!err.problem.contains("secret"), "{bad}");
+        }
+    }
+
+    /// Defect found with the npm SDK in Chromium: every header the official
+    /// SDKs send must pass the preflight, or every cross-origin call fails.
+    #[test]
+    fn preflights_allow_every_header_the_official_sdks_send() {
+        let cors = cors(None, true);
+        let mut out = HeaderMap::new();
+        cors.apply_preflight(HeaderValue::from_static("http://localhost:5173"), &mut out);
+        let allowed: Vec<String> = out["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect();
+        for sent in [
+            // npm `gigachat` 0.0.20: the OAuth call, then API calls in a browser.
+            "Authorization",
+            "RqUID",
+            "User-Agent",
+            "Content-Type",
+            "Accept",
+            "X-User-Agent",
+            "Cache-Control",
+            // Python `gigachat` 0.2.3: build_headers' context variables.
+            "X-Session-ID",
+            "X-Request-ID",
+            "X-Service-ID",
+            "X-Operation-ID",
+            "X-Client-ID",
+            "X-Trace-ID",
+            "X-Agent-ID",
+            // The proxy's own end-user key.
+            "X-API-Key",
+        ] {
+            assert!(
+                allowed.contains(&sent.to_ascii_lowercase()),
+                "{sent} is not in Access-Control-Allow-Headers: {allowed:?}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum Error {
     #[error("could not read the request body")]
     BodyUnreadable,
 
+    #[error("the request body did not arrive within {seconds} s")]
+    BodyTimeout { seconds: u64 },
+
     #[error("the proxy session token has expired")]
     SessionExpired,
 
@@ -72,8 +75,17 @@ pub enum Error {
     #[error("access denied: {0}")]
     Forbidden(&'static str),
 
+    /// The site's identity provider's key set could not be fetched, so a
+    /// JWT cannot be checked either way: not the token's fault (no 401),
+    /// and retried only after a cool-down.
+    #[error("the signing keys of the site's identity provider (JWKS) cannot be fetched now")]
+    JwksUnavailable { retry_after_secs: u64 },
+
     #[error("this origin is not allowed to call the proxy")]
     OriginNotAllowed,
+
+    #[error("this server does not answer to the host name the request was sent to")]
+    HostNotAllowed,
 
     #[error("rate limit exceeded: {} requests per {} s", .0.limit, .0.window_secs)]
     RateLimited(RateLimitInfo),
@@ -119,6 +131,7 @@ impl Error {
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::InvalidPath(_) | Error::BodyUnreadable => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::SessionExpired | Error::SessionInvalid => StatusCode::UNAUTHORIZED,
             Error::UpstreamAuthRejected { .. }
             | Error::UpstreamAuthFailed { .. }
@@ -127,7 +140,10 @@ impl Error {
             Error::UpstreamAuthRateLimited => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) | Error::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::OriginNotAllowed | Error::HostNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
+            Error::JwksUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::RateLimited(_) | Error::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::UpstreamBusy { .. } | Error::LimiterUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -144,6 +160,7 @@ impl Error {
             Error::InvalidPath(_) => "invalid_path",
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::BodyUnreadable => "body_unreadable",
+            Error::BodyTimeout { .. } => "body_timeout",
             Error::SessionExpired => "session_expired",
             Error::SessionInvalid => "session_invalid",
             Error::UpstreamAuthRejected { .. } => "upstream_auth_rejected",
@@ -155,7 +172,9 @@ impl Error {
             Error::Internal(_) => "internal",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
+            Error::JwksUnavailable { .. } => "jwks_unavailable",
             Error::OriginNotAllowed => "origin_not_allowed",
+            Error::HostNotAllowed => "host_not_allowed",
             Error::RateLimited(_) => "rate_limited",
             Error::TooManyStreams { .. } => "too_many_streams",
             Error::UpstreamBusy { .. } => "upstream_busy",
@@ -172,9 +191,10 @@ impl Error {
             ),
             Error::RouteNotFound => "The proxy serves /api/gigachat-api/{GigaChat path}, /api/gigachat-oauth and /api/gigachat-health.".into(),
             Error::MethodNotAllowed { allowed } => format!("Use {allowed}."),
-            Error::InvalidPath(_) => "Call /api/gigachat-api/ followed by a GigaChat API path such as chat/completions or v1/models; dot segments, empty segments, encoded slashes and backslashes are refused.".into(),
+            Error::InvalidPath(_) => "Call /api/gigachat-api/ followed by a GigaChat API path such as chat/completions or v1/models; dot segments, empty segments, path parameters (`;`), encoded slashes and backslashes are refused.".into(),
             Error::BodyTooLarge { .. } => "Send a smaller body; the limit is GIGACHAT_PROXY_MAX_BODY_BYTES (the platform caps it too: Vercel 4.5 MB, Lambda 6 MB).".into(),
             Error::BodyUnreadable => "Retry the request; the connection broke while the body was being sent.".into(),
+            Error::BodyTimeout { .. } => "Send the whole request body at once, promptly: the proxy waits GIGACHAT_PROXY_BODY_TIMEOUT seconds for it, then closes the connection. Retry on a better connection, or ask the operator to raise the limit.".into(),
             Error::SessionExpired => "Fetch a new token from /api/gigachat-oauth and retry.".into(),
             Error::SessionInvalid => "Send a token minted by this proxy's /api/gigachat-oauth, or no Authorization header.".into(),
             Error::UpstreamAuthRejected { code: Some(7), .. } => "The key's scope differs from GIGACHAT_SCOPE: set GIGACHAT_SCOPE to GIGACHAT_API_PERS, GIGACHAT_API_B2B or GIGACHAT_API_CORP as in GigaChat Studio.".into(),
@@ -189,7 +209,9 @@ impl Error {
             Error::Internal(_) => "Retry; if it persists, report it with the request id.".into(),
             Error::Unauthenticated(_) => "Send `Authorization: Bearer <API key, JWT or /api/gigachat-oauth token>` or `X-API-Key: <key>`.".into(),
             Error::Forbidden(_) => "This identity is valid but not allowed to use the proxy; ask the site's administrators for access.".into(),
+            Error::JwksUnavailable { retry_after_secs } => format!("Retry in {retry_after_secs} s (Retry-After). The operator should check that GIGACHAT_PROXY_JWKS_URL is the identity provider's JWKS URL and that the provider answers it; the proxy logs why the last fetch failed."),
             Error::OriginNotAllowed => "Call the proxy from the site's own origin, or add this origin to GIGACHAT_PROXY_ALLOWED_ORIGINS.".into(),
+            Error::HostNotAllowed => "A server listening on loopback answers only to localhost, 127.0.0.1, [::1] (or any IP address) and *.localhost, so a web page on a DNS name re-pointed at it (DNS rebinding) cannot use it. Open it by one of those, or add the name to GIGACHAT_PROXY_ALLOWED_HOSTS (comma-separated; `.example.com` for a domain and its subdomains).".into(),
             Error::RateLimited(info) => format!("Wait {} s (Retry-After) before the next request.", info.retry_after_secs.max(1)),
             Error::TooManyStreams { .. } => "Finish or cancel an open stream first, then retry.".into(),
             Error::UpstreamBusy { .. } => "GigaChat allows only a few concurrent requests per key (1 on GIGACHAT_API_PERS); retry shortly.".into(),
@@ -229,6 +251,11 @@ impl Error {
                 );
             }
             Error::RateLimited(info) => info.apply(response.headers_mut()),
+            Error::JwksUnavailable { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
             Error::UpstreamAuthRateLimited
             | Error::TooManyStreams { .. }
             | Error::UpstreamBusy { .. }
@@ -288,6 +315,7 @@ mod tests {
             Error::InvalidPath("dot segment"),
             Error::BodyTooLarge { limit: 10 },
             Error::BodyUnreadable,
+            Error::BodyTimeout { seconds: 60 },
             Error::SessionExpired,
             Error::SessionInvalid,
             Error::UpstreamAuthRejected {
@@ -310,7 +338,11 @@ mod tests {
             Error::Internal("x"),
             Error::Unauthenticated("no credentials"),
             Error::Forbidden("missing scope"),
+            Error::JwksUnavailable {
+                retry_after_secs: 2,
+            },
             Error::OriginNotAllowed,
+            Error::HostNotAllowed,
             Error::RateLimited(RateLimitInfo {
                 limit: 5,
                 remaining: 0,

@@ -4,8 +4,10 @@
 //! cookies, its own `Authorization`, `X-Forwarded-*` set by CDNs, and
 //! whatever a future auth mode adds (`X-API-Key`…); none of that may reach
 //! GigaChat, and an allowlist cannot forget one. Client-bound headers drop
-//! hop-by-hop ones, GigaChat's Sber-only CORS headers (the proxy owns CORS)
-//! and cookies.
+//! hop-by-hop ones (the fixed list and whatever the upstream's `Connection`
+//! header names, RFC 9110 §7.6.1), GigaChat's Sber-only CORS headers (the
+//! proxy owns CORS), cookies and `Server` (it tells an attacker what runs
+//! behind the proxy and means nothing to a browser).
 
 use http::{HeaderMap, HeaderName, header};
 
@@ -37,7 +39,29 @@ pub fn forward_request_headers(client: &HeaderMap, upstream: &mut HeaderMap) {
     }
 }
 
-/// Whether an upstream response header may be passed to the client.
+/// Copies the upstream response headers the client may see into `client`.
+pub fn forward_response_headers(upstream: &HeaderMap, client: &mut HeaderMap) {
+    for (name, value) in upstream {
+        if is_forwarded_to_client(name) && !is_named_in_connection(upstream, name) {
+            client.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Whether the message's `Connection` header lists `name`: such a header
+/// was meant for the hop that sent it only, whatever its name.
+pub fn is_named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value.as_bytes().split(|byte| *byte == b',').any(|token| {
+            token
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_str().as_bytes())
+        })
+    })
+}
+
+/// Whether an upstream response header may be passed to the client (the
+/// fixed part of the rule; see also [`is_named_in_connection`]).
 pub fn is_forwarded_to_client(name: &HeaderName) -> bool {
     let name = name.as_str();
     !(matches!(
@@ -54,6 +78,7 @@ pub fn is_forwarded_to_client(name: &HeaderName) -> bool {
             | "x-request-id"
             | "alt-svc"
             | "strict-transport-security"
+            | "server"
     ) || name.starts_with("access-control-"))
 }
 
@@ -103,6 +128,7 @@ mod tests {
             "access-control-allow-origin",
             "access-control-allow-credentials",
             "set-cookie",
+            "server",
         ] {
             assert!(
                 !is_forwarded_to_client(&HeaderName::from_static(name)),
@@ -120,5 +146,28 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn headers_the_upstream_connection_header_names_are_dropped() {
+        let mut upstream = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Internal-Route"),
+            ("connection", " x-backend-secret "),
+            ("x-internal-route", "pod-7"),
+            ("x-backend-secret", "s3cr3t"),
+            ("server", "nginx/1.25"),
+            ("content-type", "application/json"),
+            ("x-session-id", "s-1"),
+        ] {
+            upstream.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let mut client = HeaderMap::new();
+        forward_response_headers(&upstream, &mut client);
+        let names: Vec<&str> = client.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type", "x-session-id"]);
     }
 }

@@ -90,7 +90,11 @@ impl Proxy {
                 cors: cors::Cors::new(config.cors.clone()),
                 access: access::Access::new(&config.access)?,
                 limiter: limits::Limiter::new(&config.limits),
-                sessions: session::SessionKeys::new(&config.session_secret, config.session_ttl),
+                sessions: session::SessionKeys::new(
+                    &config.session_secret,
+                    config.session_ttl,
+                    &config.access.session_binding(),
+                ),
                 base: path::UpstreamBase::new(&config.base_url),
                 tokens,
                 upstream: api,

@@ -7,6 +7,14 @@
 //! outright, because normalizing such input is how proxies end up forwarding
 //! `..` to a neighbouring service. Refusing is also the only answer that
 //! cannot surprise anyone: GigaChat has no path that needs these.
+//!
+//! A `;` (plain or `%3B`) is refused too: Java servers (Tomcat, Jetty,
+//! Spring) strip `;params` from every segment before they resolve dot
+//! segments, so `..;`, `%2e%2e;x` and `..%3b` are `..` to them, and `;x`
+//! is an empty segment. Stripping the parameters here only for the dot
+//! test would still forward `models;x`, which such a server reads as
+//! `models` while every path rule in front of it sees another path; no
+//! GigaChat path or id contains a `;`, so refusing costs nothing.
 
 use http::Uri;
 use percent_encoding::percent_decode_str;
@@ -116,6 +124,9 @@ fn check_path(path: &str) -> Result<(), Error> {
         if segment.contains('\\') {
             return Err(Error::InvalidPath("backslash in the path"));
         }
+        if segment.contains(';') {
+            return Err(Error::InvalidPath("path parameter (`;`) in the path"));
+        }
         // Most segments hold no escapes: check them as they are.
         let decoded: std::borrow::Cow<'_, [u8]> = if segment.contains('%') {
             percent_decode_str(segment).collect::<Vec<u8>>().into()
@@ -127,6 +138,11 @@ fn check_path(path: &str) -> Result<(), Error> {
         }
         if decoded.iter().any(|&b| b == b'/' || b == b'\\') {
             return Err(Error::InvalidPath("encoded slash or backslash in the path"));
+        }
+        if decoded.contains(&b';') {
+            return Err(Error::InvalidPath(
+                "encoded path parameter (`%3B`) in the path",
+            ));
         }
         if decoded.iter().any(|&b| b.is_ascii_control()) {
             return Err(Error::InvalidPath("control character in the path"));
@@ -233,6 +249,50 @@ mod tests {
             assert!(result.is_err(), "{attempt} was accepted: {result:?}");
         }
         assert!(matches!(b.resolve("", None), Err(Error::RouteNotFound)));
+    }
+
+    /// Java servers drop `;params` from each segment before resolving dot
+    /// segments: every form of a dot segment with parameters, and `;` on
+    /// any segment, must stop at the proxy.
+    #[test]
+    fn path_parameters_are_refused_in_every_segment() {
+        let b = base("https://api.giga.chat/v1");
+        let attempts = [
+            "..;",
+            "..;/admin",
+            "models/..;/..;/admin",
+            "..;x=1/admin",
+            "%2e%2e;/admin",
+            "%2E%2E%3B/admin",
+            "..%3b/admin",
+            "..%3B",
+            ".%2e;x/admin",
+            "%2e;/models",
+            ".;/models",
+            "v2/..;",
+            ";/models",
+            "%3b/models",
+            "models/;",
+            "models;jsessionid=1",
+            "chat;x/completions",
+            "files/abc%3Bdef/content",
+        ];
+        for attempt in attempts {
+            let result = b.resolve(attempt, None);
+            assert!(
+                matches!(result, Err(Error::InvalidPath(_))),
+                "{attempt} was not refused as an invalid path: {result:?}"
+            );
+        }
+        // Only the path: a `;` in the query is the query's business.
+        assert_eq!(
+            b.resolve("models", Some("a=1;b=2")).unwrap().to_string(),
+            "https://api.giga.chat/v1/models?a=1;b=2"
+        );
+        // Look-alikes that are ordinary segments still pass.
+        for fine in ["files/..abc/content", "files/abc../content", "files/.x"] {
+            assert!(b.resolve(fine, None).is_ok(), "{fine}");
+        }
     }
 
     #[test]

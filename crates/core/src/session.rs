@@ -6,13 +6,19 @@
 //! on a 401. The proxy keeps that contract with its own short-lived HS256
 //! JWT, so neither the authorization key nor the upstream token ever leaves
 //! the server.
+//!
+//! The signing key is bound to the end-user auth configuration (see
+//! [`crate::access::AccessConfig::session_binding`]): instances that share
+//! the GigaChat key (or `GIGACHAT_PROXY_SESSION_SECRET`) but differ in who
+//! may call, such as a developer's open `cargo run` and the production
+//! deployment that requires a login, cannot verify each other's tokens.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::error::Error;
 use crate::secret::Secret;
@@ -49,7 +55,10 @@ pub struct SessionKeys {
 }
 
 impl SessionKeys {
-    pub fn new(secret: &Secret<Vec<u8>>, ttl: Duration) -> Self {
+    /// `binding` names the end-user auth configuration; tokens verify only
+    /// where it is the same.
+    pub fn new(secret: &Secret<Vec<u8>>, ttl: Duration, binding: &[u8]) -> Self {
+        let key = bound_key(secret.expose(), binding);
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
@@ -57,8 +66,8 @@ impl SessionKeys {
         // The same deployment mints and checks these, on NTP-synced clocks.
         validation.leeway = 1;
         Self {
-            encoding: EncodingKey::from_secret(secret.expose()),
-            decoding: DecodingKey::from_secret(secret.expose()),
+            encoding: EncodingKey::from_secret(&key),
+            decoding: DecodingKey::from_secret(&key),
             validation,
             ttl,
         }
@@ -102,7 +111,27 @@ impl SessionKeys {
     }
 }
 
-/// Derives the signing key from the authorization key, so that every warm
+/// The key that signs sessions: the configured or derived secret, narrowed
+/// to one auth configuration. An HMAC, so the result says nothing about the
+/// secret, and any change of `binding` gives an unrelated key.
+fn bound_key(secret: &[u8], binding: &[u8]) -> Vec<u8> {
+    match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mut mac) => {
+            mac.update(b"gigachat-proxy session key for auth configuration v1\0");
+            mac.update(binding);
+            mac.finalize().into_bytes().to_vec()
+        }
+        // HMAC accepts keys of any length, so this is never reached; the
+        // fallback still depends on both inputs.
+        Err(_) => Sha256::new()
+            .chain_update(secret)
+            .chain_update(binding)
+            .finalize()
+            .to_vec(),
+    }
+}
+
+/// Derives the signing secret from the authorization key, so that every warm
 /// instance of a serverless deployment accepts the others' tokens without a
 /// shared store, and rotating the GigaChat key also revokes old sessions.
 /// The HMAC makes the derived key useless for recovering the original.
@@ -124,7 +153,24 @@ mod tests {
     use super::*;
 
     fn keys(ttl: Duration) -> SessionKeys {
-        SessionKeys::new(&Secret::new(derive_secret("a2V5")), ttl)
+        SessionKeys::new(&Secret::new(derive_secret("a2V5")), ttl, b"binding")
+    }
+
+    #[test]
+    fn tokens_verify_only_under_the_same_binding() {
+        let secret = Secret::new(derive_secret("a2V5"));
+        let ttl = Duration::from_secs(60);
+        let minted = keys(ttl).mint(ANONYMOUS).unwrap();
+        let same = SessionKeys::new(&secret, ttl, b"binding");
+        assert_eq!(
+            same.verify(minted.access_token.expose()).unwrap(),
+            ANONYMOUS
+        );
+        let other = SessionKeys::new(&secret, ttl, b"another binding");
+        assert!(matches!(
+            other.verify(minted.access_token.expose()),
+            Err(Error::SessionInvalid)
+        ));
     }
 
     #[test]
@@ -148,6 +194,7 @@ mod tests {
         let other = SessionKeys::new(
             &Secret::new(derive_secret("b3RoZXI=")),
             Duration::from_secs(60),
+            b"binding",
         );
         let minted = other.mint(ANONYMOUS).unwrap();
         let keys = keys(Duration::from_secs(60));

@@ -16,7 +16,7 @@ const UNSET: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct Faults {
     oauth_delay_ms: AtomicU64,
-    oauth_fail: Mutex<(u16, u32)>,
+    oauth_fail: Mutex<OauthFailure>,
     oauth_rate_limit: AtomicU32,
     api_401: AtomicU32,
     api_status: Mutex<(u16, u32)>,
@@ -35,7 +35,7 @@ impl Default for Faults {
     fn default() -> Self {
         Self {
             oauth_delay_ms: AtomicU64::new(0),
-            oauth_fail: Mutex::new((0, 0)),
+            oauth_fail: Mutex::new(OauthFailure::default()),
             oauth_rate_limit: AtomicU32::new(0),
             api_401: AtomicU32::new(0),
             api_status: Mutex::new((0, 0)),
@@ -64,6 +64,14 @@ fn take_one(counter: &AtomicU32) -> bool {
         .is_ok()
 }
 
+/// The injected OAuth failures still to be answered.
+#[derive(Debug, Default, Clone, Copy)]
+struct OauthFailure {
+    status: u16,
+    remaining: u32,
+    retry_after_secs: Option<u32>,
+}
+
 fn take_status(slot: &Mutex<(u16, u32)>) -> Option<u16> {
     let mut guard = crate::lock(slot);
     if guard.1 == 0 {
@@ -83,7 +91,22 @@ impl Faults {
     /// The next `n` OAuth calls answer `status` with GigaChat's
     /// `{code,message}` shape (429 → "Too many requests").
     pub fn fail_next_oauth(&self, status: u16, n: u32) {
-        *crate::lock(&self.oauth_fail) = (status, n);
+        self.fail_next_oauth_with_retry_after(status, n, None);
+    }
+
+    /// Like [`Faults::fail_next_oauth`], with a `Retry-After: <secs>` header
+    /// on each of those answers (GigaChat's rate limiter may send one).
+    pub fn fail_next_oauth_with_retry_after(
+        &self,
+        status: u16,
+        n: u32,
+        retry_after_secs: Option<u32>,
+    ) {
+        *crate::lock(&self.oauth_fail) = OauthFailure {
+            status,
+            remaining: n,
+            retry_after_secs,
+        };
     }
 
     /// Answers 429 to OAuth calls above `per_second` per credential (the
@@ -157,8 +180,12 @@ impl Faults {
         Duration::from_millis(self.oauth_delay_ms.load(Ordering::SeqCst))
     }
 
-    pub(crate) fn take_oauth_failure(&self) -> Option<u16> {
-        take_status(&self.oauth_fail)
+    /// The status (and `Retry-After` seconds) of the next injected OAuth
+    /// failure, if one is left.
+    pub(crate) fn take_oauth_failure(&self) -> Option<(u16, Option<u32>)> {
+        let mut guard = crate::lock(&self.oauth_fail);
+        guard.remaining = guard.remaining.checked_sub(1)?;
+        Some((guard.status, guard.retry_after_secs))
     }
 
     pub(crate) fn oauth_rate_limit(&self) -> Option<u32> {
@@ -216,7 +243,7 @@ impl Faults {
             self.set_oauth_delay(Duration::from_millis(ms));
         }
         if let Some(s) = &req.fail_next_oauth {
-            self.fail_next_oauth(s.status, s.count);
+            self.fail_next_oauth_with_retry_after(s.status, s.count, s.retry_after);
         }
         if let Some(limit) = req.oauth_rate_limit_per_sec {
             self.set_oauth_rate_limit(limit);
@@ -255,7 +282,7 @@ impl Faults {
 pub(crate) struct FaultRequest {
     pub reset: Option<bool>,
     pub oauth_delay_ms: Option<u64>,
-    pub fail_next_oauth: Option<StatusCount>,
+    pub fail_next_oauth: Option<OauthFailureRequest>,
     /// `null` turns the limit off; hence the double option.
     #[serde(default, deserialize_with = "some_nullable")]
     pub oauth_rate_limit_per_sec: Option<Option<u32>>,
@@ -276,6 +303,17 @@ pub(crate) struct StatusCount {
     pub status: u16,
     #[serde(default = "one")]
     pub count: u32,
+}
+
+/// `fail_next_oauth`: `{"status", "count" (default 1), "retry_after"
+/// (seconds, optional)}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OauthFailureRequest {
+    pub status: u16,
+    #[serde(default = "one")]
+    pub count: u32,
+    pub retry_after: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -305,6 +343,28 @@ mod tests {
         f.fail_next_api_with_status(503, 1);
         assert_eq!(f.take_api_status(), Some(503));
         assert_eq!(f.take_api_status(), None);
+        f.fail_next_oauth_with_retry_after(429, 2, Some(1));
+        assert_eq!(f.take_oauth_failure(), Some((429, Some(1))));
+        assert_eq!(f.take_oauth_failure(), Some((429, Some(1))));
+        assert_eq!(f.take_oauth_failure(), None);
+        f.fail_next_oauth(500, 1);
+        assert_eq!(f.take_oauth_failure(), Some((500, None)));
+        assert_eq!(f.take_oauth_failure(), None);
+    }
+
+    #[test]
+    fn oauth_failure_json_takes_an_optional_retry_after() {
+        let f = Faults::default();
+        let req: FaultRequest =
+            serde_json::from_str(r#"{"fail_next_oauth":{"status":429,"count":1,"retry_after":2}}"#)
+                .unwrap();
+        f.apply(&req);
+        assert_eq!(f.take_oauth_failure(), Some((429, Some(2))));
+        let req: FaultRequest =
+            serde_json::from_str(r#"{"fail_next_oauth":{"status":500}}"#).unwrap();
+        f.apply(&req);
+        assert_eq!(f.take_oauth_failure(), Some((500, None)));
+        assert_eq!(f.take_oauth_failure(), None);
     }
 
     #[test]

@@ -251,15 +251,20 @@ async fn answer(shared: &Shared, parts: &Parts, body: &[u8]) -> Response<Body> {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    if let Some(status) = shared.faults.take_oauth_failure() {
+    if let Some((status, retry_after)) = shared.faults.take_oauth_failure() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return oauth_response(
+        let mut resp = oauth_response(
             status,
             &OauthError {
                 code: status.as_u16(),
                 message: status_message(status),
             },
         );
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return resp;
     }
     if parts.method != Method::POST {
         let status = StatusCode::METHOD_NOT_ALLOWED;
@@ -406,6 +411,23 @@ mod tests {
         assert_eq!(form_value(b"scope", "scope").as_deref(), Some(""));
         assert_eq!(form_value(b"x=%zz%", "x").as_deref(), Some("%zz%"));
         assert_eq!(form_value(b"other=1", "scope"), None);
+    }
+
+    #[tokio::test]
+    async fn injected_failures_carry_retry_after_when_asked() {
+        let s = shared();
+        let auth = format!("Basic {DEFAULT_CREDENTIALS}");
+        let ok = parts(&[("RqUID", RQ), ("Authorization", &auth)]);
+        let body = b"scope=GIGACHAT_API_PERS";
+        s.faults.fail_next_oauth_with_retry_after(429, 1, Some(3));
+        let refused = answer(&s, &ok, body).await;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()[header::RETRY_AFTER], "3");
+        s.faults.fail_next_oauth(500, 1);
+        let failed = answer(&s, &ok, body).await;
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(failed.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(answer(&s, &ok, body).await.status(), StatusCode::OK);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! The invoke mode and the runner must match: a streaming runner behind a
 //! buffered invoke answers with an empty body.
 
-use gigachat_proxy_core::{BoxError, ClientAddr, Proxy, ProxyBody};
+use std::ffi::OsStr;
+
+use gigachat_proxy_core::{BoxError, ClientAddr, ConfigError, Proxy, ProxyBody};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt, Response, service_fn};
 
@@ -16,21 +18,53 @@ pub fn detected() -> bool {
         .all(|name| std::env::var_os(name).is_some())
 }
 
-pub fn streaming_enabled() -> bool {
-    !matches!(
-        std::env::var("GIGACHAT_PROXY_LAMBDA_STREAMING")
-            .as_deref()
-            .map(str::trim),
-        Ok("false" | "0" | "no" | "off")
-    )
+/// Chooses the runtime's response mode; it must match the function's
+/// invoke mode (see the module docs).
+pub const STREAMING_VARIABLE: &str = "GIGACHAT_PROXY_LAMBDA_STREAMING";
+
+/// `true` (streaming, the default) or `false` (buffered), in the spellings
+/// people type: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, any case;
+/// blank counts as unset. `None` is a value that is not UTF-8.
+pub fn parse_streaming(value: Option<&str>) -> Result<bool, ConfigError> {
+    let invalid = || ConfigError {
+        variable: STREAMING_VARIABLE,
+        problem: "must be true or false (also 1/0, yes/no, on/off; default true)".to_owned(),
+    };
+    let value = value.ok_or_else(invalid)?.trim();
+    if value.is_empty() {
+        return Ok(true);
+    }
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid()),
+    }
+}
+
+/// The response mode for the switch's raw value (unset: streaming), and
+/// the proxy to serve with. An unreadable switch is a configuration error
+/// like any other: every request is answered `500 config_invalid` naming
+/// the variable (the operator sees it in the first response and in the
+/// log), served in the documented default mode. Guessing a mode instead
+/// would hide the typo behind an empty or buffered body.
+pub fn with_streaming_switch(proxy: Proxy, switch: Option<&OsStr>) -> (bool, Proxy) {
+    let Some(value) = switch else {
+        return (true, proxy);
+    };
+    match parse_streaming(value.to_str()) {
+        Ok(streaming) => (streaming, proxy),
+        Err(err) => (true, Proxy::misconfigured(err)),
+    }
 }
 
 pub async fn run(proxy: Proxy) -> Result<(), BoxError> {
+    let switch = std::env::var_os(STREAMING_VARIABLE);
+    let (streaming, proxy) = with_streaming_switch(proxy, switch.as_deref());
     let service = service_fn(move |request: Request| {
         let proxy = proxy.clone();
         async move { handle(&proxy, request).await }
     });
-    if streaming_enabled() {
+    if streaming {
         lambda_http::run_with_streaming_response(service).await
     } else {
         lambda_http::run(service).await
@@ -82,4 +116,37 @@ fn without_stage(request: &Request) -> Option<http::Uri> {
         None => rest.to_owned(),
     };
     path_and_query.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn the_streaming_switch_reads_every_usual_spelling() {
+        for off in [
+            "false", "False", "FALSE", "0", "no", "No", "off", "OFF", " false ",
+        ] {
+            assert!(!parse_streaming(Some(off)).unwrap(), "{off:?}");
+        }
+        for on in ["true", "True", "TRUE", "1", "yes", "YES", "on", "On"] {
+            assert!(parse_streaming(Some(on)).unwrap(), "{on:?}");
+        }
+        assert!(parse_streaming(Some("")).unwrap(), "blank is unset");
+        assert!(parse_streaming(Some("  ")).unwrap(), "blank is unset");
+    }
+
+    #[test]
+    fn an_unknown_value_is_an_error_naming_the_variable_not_the_value() {
+        for bad in ["treu", "disabled", "enable", "ja"] {
+            let err = parse_streaming(Some(bad)).unwrap_err();
+            assert_eq!(err.variable, STREAMING_VARIABLE);
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
+        assert_eq!(
+            parse_streaming(None).unwrap_err().variable,
+            STREAMING_VARIABLE
+        );
+    }
 }

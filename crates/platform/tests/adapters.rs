@@ -275,6 +275,56 @@ async fn lambda_buffered_mode_turns_the_response_into_an_api_gateway_answer() {
     assert_eq!(streamed_text(&sse_data(&text)), "Echo: hello adapters");
 }
 
+/// The switch as the runtime reads it: both spellings turn streaming off,
+/// unset and `TRUE` keep it, and a value it cannot read makes every answer
+/// a `500 config_invalid` naming the variable (not a silent guess).
+#[tokio::test]
+async fn the_lambda_streaming_switch_reads_both_spellings_and_refuses_typos() {
+    use gigachat_proxy_platform::lambda::{STREAMING_VARIABLE, with_streaming_switch};
+    use std::ffi::OsStr;
+    let emulator = emulator().await;
+    let answer = |proxy: Proxy| async move {
+        let request = lambda_event(
+            FUNCTION_URL,
+            "/api/gigachat-api/chat/completions",
+            &chat_body(false),
+        );
+        let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice::<Value>(&body).unwrap())
+    };
+    for (switch, streaming) in [
+        (None, true),
+        (Some("TRUE"), true),
+        (Some("false"), false),
+        (Some("False"), false),
+        (Some("0"), false),
+        (Some("off"), false),
+        (Some("No"), false),
+    ] {
+        let proxy = proxy_for(&emulator, Platform::Lambda);
+        let (mode, proxy) = with_streaming_switch(proxy, switch.map(OsStr::new));
+        assert_eq!(mode, streaming, "{switch:?}");
+        let (status, _) = answer(proxy).await;
+        assert_eq!(status, 200, "{switch:?} leaves the configuration valid");
+    }
+    let proxy = proxy_for(&emulator, Platform::Lambda);
+    let (mode, proxy) = with_streaming_switch(proxy, Some(OsStr::new("flase")));
+    assert!(mode, "served in the documented default mode");
+    let (status, body) = answer(proxy).await;
+    assert_eq!(status, 500);
+    assert_eq!(body["code"], "config_invalid");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains(STREAMING_VARIABLE), "{message}");
+    assert!(
+        !message.contains("flase"),
+        "the value is not echoed: {message}"
+    );
+}
+
 #[tokio::test]
 async fn missing_credentials_on_a_platform_are_a_config_error_not_the_emulator() {
     let config = Config::from_lookup(Platform::Vercel, |_| None);

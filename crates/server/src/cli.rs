@@ -14,8 +14,12 @@ Options:
   -h, --help    this text
 
 Environment: GIGACHAT_PROXY_HEADER_TIMEOUT (seconds, default 30) is how long
-a client may take to send a request's head, and how long a keep-alive
-connection may sit idle between requests.
+a connection may go without a request in flight: from being accepted to its
+first request's head, and between requests (HTTP/1.1 and h2c alike).
+GIGACHAT_PROXY_MAX_CONNECTIONS caps open client connections (default: half
+of the file-descriptor limit left after 64, at most 10000); at the cap the
+longest-idle connections are closed, and if every one is busy a new one gets
+a 503.
 
 Without GIGACHAT_CREDENTIALS the built-in GigaChat emulator is started and used.
 See README.md for every GIGACHAT_* variable.
@@ -27,9 +31,13 @@ pub struct Options {
     pub port: u16,
     /// `GIGACHAT_PROXY_HEADER_TIMEOUT`: see [`USAGE`].
     pub header_timeout: std::time::Duration,
+    /// `GIGACHAT_PROXY_MAX_CONNECTIONS`; `None` derives it from the
+    /// file-descriptor limit when the server starts.
+    pub max_connections: Option<usize>,
 }
 
 pub const HEADER_TIMEOUT: &str = "GIGACHAT_PROXY_HEADER_TIMEOUT";
+pub const MAX_CONNECTIONS: &str = "GIGACHAT_PROXY_MAX_CONNECTIONS";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -81,10 +89,24 @@ impl Options {
                 .filter(|seconds| (1..=3600).contains(seconds))
                 .ok_or_else(|| format!("{HEADER_TIMEOUT} must be whole seconds from 1 to 3600"))?,
         };
+        let max_connections = match env(MAX_CONNECTIONS).filter(|v| !v.trim().is_empty()) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|count| (1..=1_000_000).contains(count))
+                    .ok_or_else(|| {
+                        format!("{MAX_CONNECTIONS} must be a whole number from 1 to 1000000")
+                    })?,
+            ),
+        };
         Ok(Parsed::Run(Options {
             host: host.unwrap_or_else(|| "127.0.0.1".into()),
             port,
             header_timeout: std::time::Duration::from_secs(header_timeout),
+            max_connections,
         }))
     }
 }
@@ -109,6 +131,7 @@ mod tests {
             host: host.into(),
             port,
             header_timeout: std::time::Duration::from_secs(30),
+            max_connections: None,
         }))
     }
 
@@ -129,6 +152,14 @@ mod tests {
             panic!("a valid header timeout is refused");
         };
         assert_eq!(options.header_timeout, std::time::Duration::from_secs(5));
+        let Ok(Parsed::Run(options)) = parse(&[], &[(MAX_CONNECTIONS, "200")]) else {
+            panic!("a valid connection cap is refused");
+        };
+        assert_eq!(options.max_connections, Some(200));
+        let Ok(Parsed::Run(options)) = parse(&[], &[(MAX_CONNECTIONS, " ")]) else {
+            panic!("an empty connection cap is refused");
+        };
+        assert_eq!(options.max_connections, None);
     }
 
     #[test]
@@ -148,6 +179,12 @@ mod tests {
             let err = parse(&[], &[(HEADER_TIMEOUT, bad)]).unwrap_err();
             assert!(err.contains(HEADER_TIMEOUT), "{bad}: {err}");
         }
+        for bad in ["0", "-1", "1.5", "many", "1000001"] {
+            let err = parse(&[], &[(MAX_CONNECTIONS, bad)]).unwrap_err();
+            assert!(err.contains(MAX_CONNECTIONS), "{bad}: {err}");
+        }
+        let err = parse(&[], &[(MAX_CONNECTIONS, "lots")]).unwrap_err();
+        assert!(!err.contains("lots"), "the value is echoed: {err}");
         assert!(
             parse(&["--verbose"], &[])
                 .unwrap_err()

@@ -7,8 +7,10 @@ use gigachat_proxy_core::{Config, Platform, UpstreamKind};
 
 /// Starts the emulator on a free loopback port with a throwaway key, and
 /// returns a proxy configuration pointing at it. Other `GIGACHAT_*`
-/// settings (timeout, body limit…) still apply.
-pub async fn start() -> Result<(Config, Emulator), String> {
+/// settings (timeout, body limit…) are read through `environment`.
+pub async fn start(
+    environment: impl Fn(&str) -> Option<String>,
+) -> Result<(Config, Emulator), String> {
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD
         .encode(format!("local-dev:{}", uuid::Uuid::new_v4()));
@@ -28,7 +30,7 @@ pub async fn start() -> Result<(Config, Emulator), String> {
         "GIGACHAT_SCOPE" => Some(scope.into()),
         "GIGACHAT_BASE_URL" => Some(base_url.clone()),
         "GIGACHAT_AUTH_URL" => Some(auth_url.clone()),
-        other => std::env::var(other).ok(),
+        other => environment(other),
     })
     .map_err(|err| err.to_string())?;
     config.upstream_kind = UpstreamKind::Emulator;

@@ -6,7 +6,9 @@
 //! fresh clone answers chats offline.
 
 mod cli;
+mod connections;
 mod emulated;
+mod linger;
 mod serve;
 pub mod site;
 
@@ -15,7 +17,7 @@ use std::process::ExitCode;
 use gigachat_proxy_core::{Config, Platform, Proxy};
 
 pub use cli::Options;
-pub use serve::{Server, serve};
+pub use serve::{ConnectionLimits, Server, serve};
 
 /// `cargo run --release`: parse flags, pick the upstream, serve until
 /// SIGTERM or Ctrl-C.
@@ -34,10 +36,19 @@ pub async fn main() -> ExitCode {
     init_tracing();
 
     let credentials_set = std::env::var("GIGACHAT_CREDENTIALS").is_ok_and(|v| !v.trim().is_empty());
+    // The core reads `HOST` to know whether it serves only this machine
+    // (then it answers only to local host names: DNS rebinding); `--host`
+    // must count the same as the variable.
+    let host = options.host.clone();
+    let environment = move |name: &str| match name {
+        "HOST" => Some(host.clone()),
+        other => std::env::var(other).ok(),
+    };
     let (proxy, emulator) = if credentials_set {
-        (Proxy::from_env(Platform::Local), None)
+        let config = Config::from_lookup(Platform::Local, environment);
+        (config.map_or_else(Proxy::misconfigured, Proxy::new), None)
     } else {
-        match emulated::start().await {
+        match emulated::start(environment).await {
             Ok((config, emulator)) => (Proxy::new(config), Some(emulator)),
             Err(err) => {
                 eprintln!("gigachat-proxy: could not start the built-in GigaChat emulator: {err}");
@@ -50,7 +61,7 @@ pub async fn main() -> ExitCode {
         &options.host,
         options.port,
         proxy.clone(),
-        options.header_timeout,
+        ConnectionLimits::from_options(&options),
     )
     .await
     {

@@ -5,9 +5,15 @@
 //! HS256 with a shared secret, or RS/ES/PS keys from a JWKS URL. The JWKS
 //! is fetched lazily, cached by `kid`, and refetched when a token names an
 //! unknown `kid` (key rotation), at most once per [`REFETCH_INTERVAL`] so a
-//! stream of forged `kid`s cannot turn the proxy into a JWKS flooder.
+//! stream of forged `kid`s cannot turn the proxy into a JWKS flooder. One
+//! fetch runs at a time and the requests that arrive meanwhile wait for its
+//! outcome instead of fetching in turn; a failed fetch is followed by a
+//! cool-down too (growing from [`FIRST_FAILURE_COOL_DOWN`] up to
+//! [`REFETCH_INTERVAL`]), so a failing or slow provider is not hammered and
+//! does not make every request wait for it.
 //! `alg: none` never verifies: only the algorithms of the configured key
-//! kinds are accepted.
+//! kinds are accepted, and a token that marks any header extension `crit`
+//! is refused (RFC 7515 §4.1.11: this verifier understands none).
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
@@ -20,10 +26,13 @@ use serde::Deserialize;
 
 use super::Identity;
 use crate::config::ConfigError;
-use crate::error::{Error, TransportCause};
+use crate::error::Error;
 use crate::secret::Secret;
 
 const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// Short, so a one-off blip of the provider costs seconds, not half a
+/// minute; it doubles with each further failure.
+const FIRST_FAILURE_COOL_DOWN: Duration = Duration::from_secs(1);
 const MAX_KEYS: usize = 64;
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 const MAX_SUBJECT_LEN: usize = 256;
@@ -112,8 +121,53 @@ struct Jwks {
     url: Url,
     http: reqwest::Client,
     keys: RwLock<HashMap<String, std::sync::Arc<CachedKey>>>,
-    /// When a refetch last failed to find the `kid` it was made for.
-    last_miss: tokio::sync::Mutex<Option<Instant>>,
+    /// Held for the whole of a fetch, which makes the fetch single-flight:
+    /// the requests queued behind it find its keys in the cache or its
+    /// cool-down in the state, and never start a fetch of their own.
+    refetch: tokio::sync::Mutex<RefetchState>,
+}
+
+#[derive(Default)]
+struct RefetchState {
+    /// No fetch before this instant.
+    quiet_until: Option<Instant>,
+    /// Failed fetches in a row; nonzero means the cool-down follows a
+    /// failure (the keys cannot be had), zero that it follows a fetch that
+    /// lacked the `kid` (the token's fault).
+    failures: u32,
+}
+
+/// The cool-down after `failures` failed fetches in a row: 1 s, 2 s, 4 s…
+/// up to [`REFETCH_INTERVAL`].
+fn failure_cool_down(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_FAILURE_COOL_DOWN
+        .saturating_mul(1 << doublings)
+        .min(REFETCH_INTERVAL)
+}
+
+/// Why a JWKS fetch failed, for the operator's log line.
+#[derive(Debug)]
+enum FetchFailure {
+    Connect,
+    Transport,
+    Status(u16),
+    TooLarge,
+    NotAJwks,
+}
+
+impl std::fmt::Display for FetchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchFailure::Connect => f.write_str("connection failed"),
+            FetchFailure::Transport => f.write_str("the request failed in transit or timed out"),
+            FetchFailure::Status(status) => write!(f, "answered HTTP {status}"),
+            FetchFailure::TooLarge => {
+                write!(f, "the answer is larger than {MAX_JWKS_BYTES} bytes")
+            }
+            FetchFailure::NotAJwks => f.write_str("the answer is not a JSON Web Key Set"),
+        }
+    }
 }
 
 pub struct JwtVerifier {
@@ -138,7 +192,7 @@ impl JwtVerifier {
                     .build()
                     .map_err(|_| Error::Internal("could not build the JWKS HTTP client"))?,
                 keys: RwLock::new(HashMap::new()),
-                last_miss: tokio::sync::Mutex::new(None),
+                refetch: tokio::sync::Mutex::new(RefetchState::default()),
             }),
         };
         Ok(Self {
@@ -156,6 +210,12 @@ impl JwtVerifier {
     pub async fn verify(&self, token: &str) -> Result<Identity, Error> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| Error::Unauthenticated("the bearer token is not a valid credential"))?;
+        // jsonwebtoken parses `crit` but does not enforce it.
+        if header.crit.is_some() {
+            return Err(Error::Unauthenticated(
+                "the token requires a header extension (crit) this proxy does not support",
+            ));
+        }
         let claims = match header.alg {
             Algorithm::HS256 => {
                 let key = self
@@ -259,53 +319,84 @@ impl Jwks {
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
-        let mut last_miss = self.last_miss.lock().await;
+        let mut state = self.refetch.lock().await;
         if let Some(key) = self.cached(kid) {
             return Ok(key);
         }
         let unknown = Error::Unauthenticated("the token's signing key (kid) is unknown");
-        if last_miss.is_some_and(|at| at.elapsed() < REFETCH_INTERVAL) {
-            return Err(unknown);
+        if let Some(wait) = state
+            .quiet_until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .filter(|wait| !wait.is_zero())
+        {
+            return Err(if state.failures > 0 {
+                unavailable(wait)
+            } else {
+                unknown
+            });
         }
-        let keys = self.fetch().await?;
-        tracing::info!(keys = keys.len(), "fetched the JWKS");
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
-        self.cached(kid).ok_or_else(|| {
-            *last_miss = Some(Instant::now());
-            unknown
-        })
+        // Counted as failed until it succeeds: if this request is cancelled
+        // mid-fetch (the client went away), the cool-down still holds and
+        // the next request in the queue does not simply fetch again.
+        state.failures = state.failures.saturating_add(1);
+        state.quiet_until = Some(Instant::now() + failure_cool_down(state.failures));
+        match self.fetch().await {
+            Ok(keys) => {
+                tracing::info!(keys = keys.len(), "fetched the JWKS");
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+                state.failures = 0;
+                let found = self.cached(kid);
+                state.quiet_until = match found {
+                    Some(_) => None,
+                    None => Some(Instant::now() + REFETCH_INTERVAL),
+                };
+                found.ok_or(unknown)
+            }
+            Err(failure) => {
+                let cool_down = failure_cool_down(state.failures);
+                state.quiet_until = Some(Instant::now() + cool_down);
+                tracing::warn!(
+                    host = self.url.host_str().unwrap_or_default(),
+                    failure = %failure,
+                    failures_in_a_row = state.failures,
+                    retry_in_secs = cool_down.as_secs(),
+                    "could not fetch the JWKS (GIGACHAT_PROXY_JWKS_URL); tokens with keys not yet cached get 503 until a fetch succeeds"
+                );
+                Err(unavailable(cool_down))
+            }
+        }
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, std::sync::Arc<CachedKey>>, Error> {
-        let unreachable = |cause| Error::UpstreamUnreachable {
-            stage: "jwks",
-            host: self.url.host_str().unwrap_or_default().to_owned(),
-            cause,
-        };
+    async fn fetch(&self) -> Result<HashMap<String, std::sync::Arc<CachedKey>>, FetchFailure> {
         let response = self
             .http
             .get(self.url.clone())
             .send()
             .await
             .map_err(|err| {
-                unreachable(if err.is_connect() {
-                    TransportCause::Connect
+                if err.is_connect() {
+                    FetchFailure::Connect
                 } else {
-                    TransportCause::Other
-                })
+                    FetchFailure::Transport
+                }
             })?;
         if !response.status().is_success() {
-            return Err(unreachable(TransportCause::Other));
+            return Err(FetchFailure::Status(response.status().as_u16()));
+        }
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_JWKS_BYTES as u64)
+        {
+            return Err(FetchFailure::TooLarge);
         }
         let body = response
             .bytes()
             .await
-            .map_err(|_| unreachable(TransportCause::Other))?;
+            .map_err(|_| FetchFailure::Transport)?;
         if body.len() > MAX_JWKS_BYTES {
-            return Err(unreachable(TransportCause::Other));
+            return Err(FetchFailure::TooLarge);
         }
-        let set: JwkSet =
-            serde_json::from_slice(&body).map_err(|_| unreachable(TransportCause::Other))?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|_| FetchFailure::NotAJwks)?;
         let mut keys = HashMap::new();
         for jwk in set.keys.iter().take(MAX_KEYS) {
             let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk))
@@ -319,5 +410,38 @@ impl Jwks {
             keys.insert(kid, std::sync::Arc::new(CachedKey { key, algorithm }));
         }
         Ok(keys)
+    }
+}
+
+/// The answer while the keys cannot be had: the client should retry after
+/// the cool-down (whole seconds, at least 1).
+fn unavailable(wait: Duration) -> Error {
+    let rounded_up = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Error::JwksUnavailable {
+        retry_after_secs: rounded_up.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_failure_cool_down_doubles_up_to_the_refetch_interval() {
+        let secs: Vec<u64> = (1..=8).map(|n| failure_cool_down(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(failure_cool_down(u32::MAX), REFETCH_INTERVAL);
+        assert_eq!(failure_cool_down(0), FIRST_FAILURE_COOL_DOWN);
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let secs = |wait| match unavailable(wait) {
+            Error::JwksUnavailable { retry_after_secs } => retry_after_secs,
+            _ => 0,
+        };
+        assert_eq!(secs(Duration::from_millis(1)), 1);
+        assert_eq!(secs(Duration::from_millis(1500)), 2);
+        assert_eq!(secs(Duration::from_secs(4)), 4);
     }
 }

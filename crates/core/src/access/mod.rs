@@ -18,6 +18,7 @@ pub mod jwt;
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, header};
+use sha2::{Digest, Sha256};
 
 use crate::config::ConfigError;
 use crate::error::Error;
@@ -109,6 +110,59 @@ impl AccessConfig {
             jwt,
             trusted_hops,
         })
+    }
+
+    /// A digest of everything that decides who may call: the mode, the API
+    /// keys, and the JWT secret, JWKS URL, issuer, audience and required
+    /// scope. Session tokens are signed with a key bound to it, so a token
+    /// minted under one configuration (an open developer instance, a key
+    /// since revoked, another site's login) never verifies under another,
+    /// even when both share the GigaChat key or the session secret.
+    /// Warm instances of one deployment share the configuration, so they
+    /// still accept each other's tokens. Secrets enter only as digests.
+    pub fn session_binding(&self) -> [u8; 32] {
+        let mut digest = Sha256::new();
+        let mut field = |name: &str, value: &[u8]| {
+            for part in [name.as_bytes(), value] {
+                digest.update((part.len() as u64).to_be_bytes());
+                digest.update(part);
+            }
+        };
+        field(
+            "mode",
+            match self.mode {
+                AuthMode::Open => b"open",
+                AuthMode::Required => b"required",
+            },
+        );
+        // The order the keys are listed in does not change who may call.
+        let mut key_digests: Vec<[u8; 32]> = self
+            .api_keys
+            .iter()
+            .map(|key| Sha256::digest(key.expose().as_bytes()).into())
+            .collect();
+        key_digests.sort_unstable();
+        key_digests.dedup();
+        for key_digest in &key_digests {
+            field("api key", key_digest);
+        }
+        if let Some(jwt) = &self.jwt {
+            if let Some(secret) = &jwt.secret {
+                field("jwt secret", &Sha256::digest(secret.expose()));
+            }
+            let settings = [
+                ("jwks url", jwt.jwks_url.as_ref().map(reqwest::Url::as_str)),
+                ("jwt issuer", jwt.issuer.as_deref()),
+                ("jwt audience", jwt.audience.as_deref()),
+                ("jwt required scope", jwt.required_scope.as_deref()),
+            ];
+            for (name, value) in settings {
+                if let Some(value) = value {
+                    field(name, value.as_bytes());
+                }
+            }
+        }
+        digest.finalize().into()
     }
 }
 
@@ -245,8 +299,15 @@ impl Access {
             return Ok(identity);
         }
         match sessions.verify(token) {
+            // Sessions are bound to the auth mode, so a required instance
+            // never verifies an anonymous one; refused here all the same.
             Ok(subject) if subject == crate::session::ANONYMOUS => {
-                return Ok(Identity::anonymous(client));
+                return match self.mode {
+                    AuthMode::Open => Ok(Identity::anonymous(client)),
+                    AuthMode::Required => Err(Error::Unauthenticated(
+                        "an anonymous session is not accepted: this proxy requires an API key or a JWT",
+                    )),
+                };
             }
             Ok(subject) => {
                 return Ok(Identity {
@@ -267,5 +328,104 @@ impl Access {
                 "the bearer token is not a valid API key or session token",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::time::Duration;
+
+    const API_KEY: &str = "first-key-0123456789";
+
+    fn config(vars: &[(&str, &str)]) -> AccessConfig {
+        AccessConfig::from_lookup(&|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_session_binding_changes_with_whatever_decides_who_may_call() {
+        let base = [("GIGACHAT_PROXY_API_KEYS", API_KEY)];
+        let binding = config(&base).session_binding();
+        assert_eq!(binding, config(&base).session_binding());
+        let secret = "a-shared-hs256-secret-of-at-least-32-bytes!";
+        let variants: [&[(&str, &str)]; 8] = [
+            &[],
+            &[
+                ("GIGACHAT_PROXY_API_KEYS", API_KEY),
+                ("GIGACHAT_PROXY_AUTH", "open"),
+            ],
+            &[("GIGACHAT_PROXY_API_KEYS", "second-key-0123456789")],
+            &[("GIGACHAT_PROXY_JWT_SECRET", secret)],
+            &[
+                ("GIGACHAT_PROXY_API_KEYS", API_KEY),
+                ("GIGACHAT_PROXY_JWT_SECRET", secret),
+            ],
+            &[
+                ("GIGACHAT_PROXY_API_KEYS", API_KEY),
+                ("GIGACHAT_PROXY_JWKS_URL", "https://idp.example/jwks.json"),
+            ],
+            &[
+                ("GIGACHAT_PROXY_API_KEYS", API_KEY),
+                ("GIGACHAT_PROXY_JWT_SECRET", secret),
+                ("GIGACHAT_PROXY_JWT_AUDIENCE", "another"),
+            ],
+            &[
+                ("GIGACHAT_PROXY_API_KEYS", API_KEY),
+                ("GIGACHAT_PROXY_JWT_SECRET", secret),
+                ("GIGACHAT_PROXY_JWT_REQUIRED_SCOPE", "chat"),
+            ],
+        ];
+        let mut seen = vec![binding];
+        for vars in variants {
+            let other = config(vars).session_binding();
+            assert!(!seen.contains(&other), "{vars:?}");
+            seen.push(other);
+        }
+        // The order of the keys does not matter.
+        assert_eq!(
+            config(&[(
+                "GIGACHAT_PROXY_API_KEYS",
+                "first-key-0123456789,second-key-0123456789"
+            )])
+            .session_binding(),
+            config(&[(
+                "GIGACHAT_PROXY_API_KEYS",
+                "second-key-0123456789, first-key-0123456789"
+            )])
+            .session_binding(),
+        );
+    }
+
+    #[tokio::test]
+    async fn an_anonymous_session_is_refused_in_required_mode_even_if_it_verifies() {
+        let required = config(&[("GIGACHAT_PROXY_API_KEYS", API_KEY)]);
+        let access = Access::new(&required).unwrap();
+        let sessions = SessionKeys::new(
+            &Secret::new(vec![7; 32]),
+            Duration::from_secs(60),
+            &required.session_binding(),
+        );
+        let anonymous = sessions.mint(crate::session::ANONYMOUS).unwrap();
+        let mut headers = HeaderMap::new();
+        let bearer = format!("Bearer {}", anonymous.access_token.expose());
+        headers.insert(header::AUTHORIZATION, bearer.parse().unwrap());
+        assert!(matches!(
+            access.identify(&headers, None, &sessions).await,
+            Err(Error::Unauthenticated(_))
+        ));
+        // The same session on an open instance names an anonymous caller.
+        let open = Access::new(&config(&[])).unwrap();
+        assert!(
+            open.identify(&headers, None, &sessions)
+                .await
+                .unwrap()
+                .anonymous
+        );
     }
 }

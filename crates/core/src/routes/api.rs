@@ -1,9 +1,11 @@
 //! `/api/gigachat-api/{path}`: forward one call to GigaChat.
 //!
-//! In order: map the path, identify the caller, check their rate limit,
-//! read the body (bounded), take a stream slot and an upstream slot, then
-//! send — refreshing the token once on a 401 and retrying transient
-//! failures while nothing has reached the client yet.
+//! In order: refuse methods GigaChat does not use, map the path, identify
+//! the caller, check their rate limit, read the body (bounded in size and
+//! time), take a stream slot and an upstream slot, then send — refreshing
+//! the token once on a 401 and retrying transient failures while nothing
+//! has reached the client yet. An answer that turns out to be a stream takes
+//! its stream slot then, if the body did not visibly ask for one.
 
 use std::time::{Duration, Instant};
 
@@ -17,14 +19,17 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::Answer;
+use super::request_body::RequestBody;
 use crate::Proxy;
 use crate::Ready;
 use crate::body::{BoxError, ProxyBody};
 use crate::error::Error;
 use crate::observe::{RequestLog, Usage};
 use crate::upstream::body::{BodyLimits, UpstreamBody};
+use crate::upstream::retry;
 
 const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+const UPSTREAM_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 /// JSON answers up to this size are read whole before they are sent, to
 /// catch an error object inside a 200 and to read the token usage; larger
@@ -33,9 +38,26 @@ const INSPECTED_JSON_MAX: u64 = 4 * 1024 * 1024;
 /// How much of an SSE stream is read, at most, to see its first event.
 const SSE_PEEK_MAX: usize = 64 * 1024;
 
+/// The `Allow` of this route's `405`s and of `OPTIONS`: the methods
+/// forwarded, and `OPTIONS`, which the proxy answers itself.
+pub(crate) const ALLOW: &str = "GET, HEAD, POST, DELETE, OPTIONS";
+
+/// Whether a method is forwarded: GigaChat's API uses GET and POST (even
+/// deletions are `POST files/{id}/delete`), and names DELETE in its CORS
+/// `Access-Control-Allow-Methods`; HEAD is GET without the body. Anything
+/// else reaches GigaChat with the proxy's token, and a hop that answers
+/// TRACE echoes the request, token included, back to the client.
+fn is_forwarded(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::POST | Method::DELETE
+    )
+}
+
 pub(crate) async fn handle<B>(
     proxy: &Proxy,
-    request: Request<B>,
+    request: Request<()>,
+    body: &mut RequestBody<'_, B>,
     request_id: &HeaderValue,
     log: &mut RequestLog,
 ) -> Result<Answer, Error>
@@ -43,6 +65,11 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    // Before anything else: a refused method costs no authentication, no
+    // rate-limit budget and no body read.
+    if !is_forwarded(request.method()) {
+        return Err(Error::MethodNotAllowed { allowed: ALLOW });
+    }
     let ready = proxy.ready()?;
     let client_path = request
         .uri()
@@ -69,12 +96,18 @@ where
         log.rate_limit = "allowed";
     }
 
-    let (parts, body) = request.into_parts();
+    let (parts, ()) = request.into_parts();
     // The body is read whole (within the limit) because a 401 or a
     // transient failure is answered by sending the same request again;
     // GigaChat request bodies are small next to the platform caps.
-    let body = read_body(body, &parts.headers, ready.config.max_body_bytes).await?;
-    let summary = RequestSummary::of(&parts.headers, &body);
+    let body = body
+        .read(
+            &parts.headers,
+            ready.config.max_body_bytes,
+            ready.config.body_timeout,
+        )
+        .await?;
+    let summary = RequestSummary::of(&body);
     log.model = summary.model;
     // A cached answer skips the stream slot, the upstream slot and the
     // token; authentication and the rate limit above still apply. The
@@ -107,6 +140,14 @@ where
     };
     let mut answer_bytes = None;
     let (mut response, sse) = forward(ready, &outgoing, log, &mut answer_bytes).await?;
+    // GigaChat, not the summary, decides whether the answer streams (a body
+    // may ask for a stream in ways the summary cannot see); whatever
+    // streams back holds a slot. Over the limit, the upstream answer is
+    // dropped, which cancels it.
+    let lease = match lease {
+        None if sse => ready.limiter.acquire_stream(&identity.key).await?,
+        lease => lease,
+    };
     if let Some(key) = &cache_key {
         ready
             .cache
@@ -146,8 +187,8 @@ fn is_safe_to_repeat(method: &Method, client_path: &str) -> bool {
     *method == Method::POST && matches!(path, "chat/completions" | "embeddings" | "tokens/count")
 }
 
-/// What the proxy reads of a JSON request body: borrowed, nothing else
-/// parsed (serde skips the messages without allocating them).
+/// What the proxy reads of a request body: the model (for the log) and
+/// whether it asks for a stream (to take a stream slot before sending).
 #[derive(Default)]
 struct RequestSummary {
     model: Option<String>,
@@ -155,28 +196,180 @@ struct RequestSummary {
 }
 
 impl RequestSummary {
-    fn of(headers: &HeaderMap, body: &[u8]) -> Self {
-        #[derive(Deserialize)]
-        struct Borrowed<'a> {
-            #[serde(borrow)]
-            model: Option<&'a str>,
-            #[serde(default)]
-            stream: bool,
+    /// Reads a JSON object body whatever its `Content-Type` says (GigaChat
+    /// does not check it: a `text/plain` body that asks for a stream gets
+    /// one). Every occurrence of
+    /// a key counts: GigaChat keeps the last of duplicated keys, where
+    /// serde's derive refuses the body, so a stream is assumed if any
+    /// `stream` is anything but `false` or `null`. Nothing but those two
+    /// values is kept; the messages are skipped without being allocated.
+    fn of(body: &[u8]) -> Self {
+        let mut summary = Self::default();
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return summary;
         }
-        let is_json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("json"));
-        if !is_json || body.is_empty() {
-            return Self::default();
+        let mut json = serde_json::Deserializer::from_slice(body);
+        // A body that breaks off keeps what was read before the break.
+        let _ = serde::de::DeserializeSeed::deserialize(SummarySeed(&mut summary), &mut json);
+        summary
+    }
+}
+
+/// Visits the top-level object of a body, key by key, into a summary.
+struct SummarySeed<'s>(&'s mut RequestSummary);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SummarySeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, json: D) -> Result<(), D::Error> {
+        json.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SummarySeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<TopLevelKey>()? {
+            match key {
+                TopLevelKey::Model => {
+                    self.0.model = map
+                        .next_value::<Loose<Option<String>>>()?
+                        .0
+                        .filter(|m| m.len() <= 128);
+                }
+                TopLevelKey::Stream => {
+                    if map.next_value::<Loose<bool>>()?.0 {
+                        self.0.stream = true;
+                    }
+                }
+                TopLevelKey::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
         }
-        match serde_json::from_slice::<Borrowed<'_>>(body) {
-            Ok(found) => Self {
-                model: found.model.filter(|m| m.len() <= 128).map(str::to_owned),
-                stream: found.stream,
-            },
-            Err(_) => Self::default(),
+        Ok(())
+    }
+}
+
+/// A top-level key, compared without allocating (escaped keys such as
+/// `"str\u0065am"` included: serde_json hands them over unescaped).
+enum TopLevelKey {
+    Model,
+    Stream,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for TopLevelKey {
+    fn deserialize<D: serde::Deserializer<'de>>(json: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = TopLevelKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<TopLevelKey, E> {
+                Ok(match key {
+                    "model" => TopLevelKey::Model,
+                    "stream" => TopLevelKey::Stream,
+                    _ => TopLevelKey::Other,
+                })
+            }
         }
+        json.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// A value of any JSON type, read as `T` the lenient way (see
+/// [`Lenient`]). Never fails on a well-formed value, so one odd value does
+/// not hide the keys after it.
+struct Loose<T>(T);
+
+/// How a summary field reads whatever JSON value it is given.
+trait Lenient: Sized {
+    fn from_json(value: Scalar<'_>) -> Self;
+}
+
+impl Lenient for bool {
+    /// Only `false` and `null` are certainly not a stream.
+    fn from_json(value: Scalar<'_>) -> Self {
+        match value {
+            Scalar::Bool(flag) => flag,
+            Scalar::Null => false,
+            Scalar::Str(_) | Scalar::Other => true,
+        }
+    }
+}
+
+impl Lenient for Option<String> {
+    /// A model that is not a string is no model.
+    fn from_json(value: Scalar<'_>) -> Self {
+        match value {
+            Scalar::Str(text) => Some(text.to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON value as [`Lenient`] sees it.
+enum Scalar<'v> {
+    Null,
+    Bool(bool),
+    Str(&'v str),
+    /// A number, an array or an object.
+    Other,
+}
+
+impl<'de, T: Lenient> Deserialize<'de> for Loose<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(json: D) -> Result<Self, D::Error> {
+        json.deserialize_any(LooseVisitor(std::marker::PhantomData))
+            .map(Loose)
+    }
+}
+
+struct LooseVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Lenient> serde::de::Visitor<'de> for LooseVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::from_json(Scalar::Null))
+    }
+    fn visit_none<E>(self) -> Result<T, E> {
+        Ok(T::from_json(Scalar::Null))
+    }
+    fn visit_bool<E>(self, value: bool) -> Result<T, E> {
+        Ok(T::from_json(Scalar::Bool(value)))
+    }
+    fn visit_str<E>(self, value: &str) -> Result<T, E> {
+        Ok(T::from_json(Scalar::Str(value)))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+        Ok(T::from_json(Scalar::Other))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<T, E> {
+        Ok(T::from_json(Scalar::Other))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok(T::from_json(Scalar::Other))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(T::from_json(Scalar::Other))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(T::from_json(Scalar::Other))
     }
 }
 
@@ -184,10 +377,11 @@ impl RequestSummary {
 enum Attempt {
     /// An answer to pass on.
     Done(Response<ProxyBody>, bool),
-    /// A transient failure: retry if allowed, else pass `fallback` on.
+    /// A transient failure: retry if allowed, else pass `fallback` on
+    /// (with whether its body is a stream).
     Transient {
         retry_after: Option<Duration>,
-        fallback: Result<Response<ProxyBody>, Error>,
+        fallback: Result<(Response<ProxyBody>, bool), Error>,
     },
 }
 
@@ -206,7 +400,8 @@ async fn forward(
     let mut refreshed_after_401 = false;
     let mut retries = 0u32;
     loop {
-        let token = ready.tokens.token().await?;
+        // OAuth retries spend this request's own `GIGACHAT_TIMEOUT` budget.
+        let token = ready.tokens.token_by(deadline).await?;
         let mut request = Request::new(Full::new(outgoing.body.clone()));
         *request.method_mut() = outgoing.method.clone();
         *request.uri_mut() = outgoing.url.clone();
@@ -275,13 +470,14 @@ async fn forward(
                 retry_after,
                 fallback,
             } => {
-                let delay = retry_after.unwrap_or_else(|| backoff(&config.retry, retries));
-                let fits = Instant::now() + delay < deadline;
-                if !outgoing.retryable || retries >= config.retry.max_retries || !fits {
+                let delay = (outgoing.retryable && retries < config.retry.max_retries)
+                    .then(|| retry::delay_before(&config.retry, retries, retry_after, deadline))
+                    .flatten();
+                let Some(delay) = delay else {
                     log.upstream_ms = Some(started.elapsed().as_micros() as f64 / 1000.0);
                     log.retries = retries;
-                    return fallback.map(|response| (response, false));
-                }
+                    return fallback;
+                };
                 retries += 1;
                 tracing::info!(
                     retry = retries,
@@ -292,14 +488,6 @@ async fn forward(
             }
         }
     }
-}
-
-/// `factor · 2ⁿ` plus up to 50% jitter, so instances that failed together
-/// do not retry together.
-fn backoff(policy: &crate::config::RetryPolicy, retry: u32) -> Duration {
-    let base = policy.backoff_factor.saturating_mul(1u32 << retry.min(16));
-    let jitter_permille = (uuid::Uuid::new_v4().as_u128() % 500) as u32;
-    base + base.saturating_mul(jitter_permille) / 1000
 }
 
 /// Decides what an upstream answer is: GigaChat's status and body pass
@@ -335,7 +523,7 @@ async fn inspect(
     };
 
     if retry_set.contains(&status.as_u16()) {
-        let retry_after = retry_after(&parts.headers);
+        let retry_after = retry::retry_after(&parts.headers);
         let response = build(
             status,
             headers,
@@ -343,7 +531,7 @@ async fn inspect(
         );
         return Ok(Attempt::Transient {
             retry_after,
-            fallback: Ok(response),
+            fallback: Ok((response, sse)),
         });
     }
     if status == StatusCode::OK && sse {
@@ -385,15 +573,16 @@ async fn inspect(
             .saturating_duration_since(Instant::now())
             .max(ready.config.stream_idle_timeout);
         let bytes = match tokio::time::timeout(remaining, read_capped(&mut body)).await {
-            Ok(Ok(Some(bytes))) => bytes,
-            Ok(Ok(None)) => {
-                // Larger than announced: stream the rest untouched.
+            Ok(Ok(Capped::Whole(bytes))) => bytes,
+            Ok(Ok(Capped::Larger(read))) => {
+                // Larger than the inspection reads (a long embeddings list
+                // sent chunked): what was read goes first, the rest streams
+                // through untouched.
                 return Ok(Attempt::Done(
                     build(
                         status,
                         headers,
-                        UpstreamBody::new(body, false, request_id.to_owned(), Vec::new(), limits)
-                            .boxed(),
+                        UpstreamBody::new(body, false, request_id.to_owned(), read, limits).boxed(),
                     ),
                     false,
                 ));
@@ -449,29 +638,37 @@ async fn next_data(body: &mut Incoming) -> Option<Result<Bytes, hyper::Error>> {
     }
 }
 
-/// Reads a body whole if it stays within [`INSPECTED_JSON_MAX`]; `None`
-/// (with the bytes read so far lost) never happens for GigaChat's JSON
-/// answers, which announce their length. A body that arrives in one chunk
-/// (the usual case) is kept as it is, without a copy.
-async fn read_capped(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
-    let mut first: Option<Bytes> = None;
-    let mut collected = Vec::new();
+/// What [`read_capped`] came to.
+enum Capped {
+    /// The whole body, within [`INSPECTED_JSON_MAX`].
+    Whole(Bytes),
+    /// The chunks read before the body outgrew the cap; the rest is unread.
+    Larger(Vec<Bytes>),
+}
+
+/// Reads a body whole if it stays within [`INSPECTED_JSON_MAX`], else
+/// stops as soon as it does not and hands back what it read, which must
+/// still reach the client. A body that arrives in one chunk (the usual
+/// case) is kept as it is, without a copy.
+async fn read_capped(body: &mut Incoming) -> Result<Capped, hyper::Error> {
+    let mut chunks = Vec::new();
+    let mut len = 0usize;
     while let Some(chunk) = next_data(body).await {
         let chunk = chunk?;
-        let so_far = first.as_ref().map_or(0, Bytes::len) + collected.len();
-        if so_far + chunk.len() > INSPECTED_JSON_MAX as usize {
-            return Ok(None);
-        }
-        match first.take() {
-            None if collected.is_empty() => first = Some(chunk),
-            None => collected.extend_from_slice(&chunk),
-            Some(head) => {
-                collected.extend_from_slice(&head);
-                collected.extend_from_slice(&chunk);
-            }
+        len += chunk.len();
+        chunks.push(chunk);
+        if len > INSPECTED_JSON_MAX as usize {
+            return Ok(Capped::Larger(chunks));
         }
     }
-    Ok(Some(first.unwrap_or_else(|| Bytes::from(collected))))
+    if chunks.len() <= 1 {
+        return Ok(Capped::Whole(chunks.pop().unwrap_or_default()));
+    }
+    let mut whole = Vec::with_capacity(len);
+    for chunk in &chunks {
+        whole.extend_from_slice(chunk);
+    }
+    Ok(Capped::Whole(Bytes::from(whole)))
 }
 
 /// What the proxy reads of a whole JSON answer, in one pass: the shape of
@@ -523,34 +720,22 @@ fn error_in_200(error: ErrorObject, retry_set: &[u16]) -> Attempt {
     if retry_set.contains(&error.status.as_u16()) {
         Attempt::Transient {
             retry_after: None,
-            fallback: Ok(response),
+            fallback: Ok((response, false)),
         }
     } else {
         Attempt::Done(response, false)
     }
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds.min(60)))
-}
-
-/// GigaChat's headers for the client: hop-by-hop ones, cookies and its
-/// Sber-only CORS dropped; SSE marked so no proxy or CDN buffers it.
+/// GigaChat's headers for the client: hop-by-hop ones (those its
+/// `Connection` names too), cookies, `Server` and its Sber-only CORS
+/// dropped; SSE marked so no proxy or CDN buffers it.
 fn client_headers(upstream: &HeaderMap, sse: bool) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(upstream.len() + 3);
-    for (name, value) in upstream {
-        if crate::headers::is_forwarded_to_client(name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    if let Some(upstream_id) = upstream.get("x-request-id") {
+    crate::headers::forward_response_headers(upstream, &mut headers);
+    if let Some(upstream_id) = upstream.get("x-request-id")
+        && !crate::headers::is_named_in_connection(upstream, &UPSTREAM_ID_HEADER)
+    {
         headers.insert(UPSTREAM_REQUEST_ID, upstream_id.clone());
     }
     if sse {
@@ -566,57 +751,6 @@ fn build(status: StatusCode, headers: HeaderMap, body: ProxyBody) -> Response<Pr
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
-}
-
-async fn read_body<B>(body: B, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut body = std::pin::pin!(body);
-    if declared.is_some_and(|len| len > limit as u64) {
-        drain(body.as_mut(), limit).await;
-        return Err(Error::BodyTooLarge { limit });
-    }
-    let mut collected = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return Err(Error::BodyUnreadable);
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if collected.len() + data.len() > limit {
-            drain(body.as_mut(), limit).await;
-            return Err(Error::BodyTooLarge { limit });
-        }
-        collected.extend_from_slice(&data);
-    }
-    Ok(Bytes::from(collected))
-}
-
-/// Reads and discards the rest of an oversized body (bounded in bytes and
-/// time) so the client, still sending, can read the 413 instead of seeing
-/// the connection close under it.
-async fn drain<B>(mut body: std::pin::Pin<&mut B>, limit: usize)
-where
-    B: http_body::Body<Data = Bytes>,
-{
-    let budget = limit.saturating_add(1024 * 1024);
-    let discard = async {
-        let mut discarded = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
-            discarded += frame.data_ref().map_or(0, Bytes::len);
-            if discarded > budget {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), discard).await;
 }
 
 #[cfg(test)]
@@ -646,37 +780,45 @@ mod tests {
     }
 
     #[test]
-    fn request_summary_reads_model_and_stream_only_from_json() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+    fn request_summary_reads_model_and_stream() {
         let summary = RequestSummary::of(
-            &headers,
             br#"{"messages":[{"role":"user","content":"x"}],"model":"GigaChat-2","stream":true}"#,
         );
         assert_eq!(summary.model.as_deref(), Some("GigaChat-2"));
         assert!(summary.stream);
-        let summary = RequestSummary::of(&headers, b"{not json");
+        let summary = RequestSummary::of(b"{not json");
         assert!(!summary.stream && summary.model.is_none());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("multipart/form-data; boundary=x"),
-        );
-        assert!(!RequestSummary::of(&headers, br#"{"stream":true}"#).stream);
+        let summary = RequestSummary::of(br#"{"model":"GigaChat","stream":false}"#);
+        assert!(!summary.stream);
+        assert!(!RequestSummary::of(br#"{"stream":null}"#).stream);
+        assert!(!RequestSummary::of(b"--x\r\nContent-Disposition: form-data").stream);
     }
 
     #[test]
-    fn backoff_grows_and_stays_within_jitter() {
-        let policy = crate::config::RetryPolicy::default();
-        for retry in 0..3 {
-            let base = Duration::from_millis(500) * (1 << retry);
-            let delay = backoff(&policy, retry);
+    fn any_way_of_asking_for_a_stream_counts() {
+        for body in [
+            // GigaChat keeps the last of duplicated keys.
+            &br#"{"stream":false,"model":"GigaChat","stream":true}"#[..],
+            br#"{"stream":true,"stream":false}"#,
+            br#" {"str\u0065am":true}"#,
+            br#"{"stream":"true"}"#,
+            br#"{"stream":1}"#,
+            br#"{"model":{"nested":[1,2]},"stream":true}"#,
+            // Broken after the key: what was read counts.
+            br#"{"stream":true,"messages":[{"#,
+        ] {
             assert!(
-                delay >= base && delay <= base + base / 2,
-                "{retry}: {delay:?}"
+                RequestSummary::of(body).stream,
+                "{}",
+                String::from_utf8_lossy(body)
             );
         }
+        let summary = RequestSummary::of(br#"{"model":"A","model":"B"}"#);
+        assert_eq!(summary.model.as_deref(), Some("B"));
+    }
+
+    #[test]
+    fn preflights_allow_exactly_the_forwarded_methods() {
+        assert_eq!(crate::cors::ALLOW_METHODS, ALLOW);
     }
 }

@@ -1,12 +1,14 @@
 //! Path → handler, and what every answer gets on the way out (request id,
-//! one log line).
+//! one log line, `Connection: close` when the request's body was left on
+//! the connection).
 
 pub mod api;
 pub mod health;
 pub mod oauth;
+mod request_body;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 
 use crate::Proxy;
 use crate::body::{BoxError, ProxyBody};
@@ -15,6 +17,7 @@ use crate::error::Error;
 use crate::limits::{StreamLease, UpstreamPermit};
 use crate::observe::{RequestLog, TrackedBody};
 use http_body_util::BodyExt;
+use request_body::RequestBody;
 
 pub const API_PREFIX: &str = "/api/gigachat-api/";
 pub const OAUTH_PATH: &str = "/api/gigachat-oauth";
@@ -23,6 +26,10 @@ pub const HEALTH_PATH: &str = "/api/gigachat-health";
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
 const PROXY_OVERHEAD: http::HeaderName = http::HeaderName::from_static("x-proxy-overhead-ms");
+/// How much of an unread request body is discarded to keep the connection,
+/// beyond the body limit (also the whole budget when the configuration is
+/// broken and there is no limit to go by).
+const UNREAD_BODY_BUDGET: usize = 1024 * 1024;
 
 pub(crate) async fn dispatch<B>(proxy: &Proxy, request: Request<B>) -> Response<ProxyBody>
 where
@@ -32,6 +39,14 @@ where
     let request_id = request_id(&request);
     let method = request.method().clone();
     let route = Route::of(request.uri().path());
+    let version = request.version();
+    let expects_continue = request_body::expects_continue(request.headers());
+    // The body stays here: handlers borrow it, and what they leave unread is
+    // dealt with below, before the answer goes out.
+    let (parts, body) = request.into_parts();
+    let body = std::pin::pin!(body);
+    let mut body = RequestBody::new(body);
+    let request = Request::from_parts(parts, ());
     let mut log = RequestLog::new(
         request_id.to_str().unwrap_or_default().to_owned(),
         route.name(),
@@ -39,12 +54,13 @@ where
     );
     // CORS comes first: a preflight carries no credentials, so it must be
     // answered before authentication and rate limits look at it.
-    let cors = proxy
-        .ready()
-        .ok()
-        .map(|ready| (&ready.cors, ready.cors.evaluate(request.headers())));
+    let cors = proxy.ready().ok().map(|ready| {
+        let verdict = ready.cors.evaluate(request.uri(), request.headers());
+        (&ready.cors, verdict)
+    });
     let preflight = Cors::is_preflight(&method, request.headers());
     let result = match &cors {
+        Some((_, Verdict::HostNotAllowed)) => Err(Error::HostNotAllowed),
         Some((_, Verdict::Denied)) => Err(Error::OriginNotAllowed),
         Some((cors, Verdict::Allowed(origin))) if preflight => {
             let mut response = Response::new(crate::body::empty());
@@ -52,7 +68,7 @@ where
             cors.apply_preflight(origin.clone(), response.headers_mut());
             Ok(Answer::from(response))
         }
-        _ if method == Method::OPTIONS => Ok(Answer::from(options_response())),
+        _ if method == Method::OPTIONS => options_response(route).map(Answer::from),
         _ => match route {
             // Boxed: their states are kilobytes, and hyper moves the future
             // they are part of once per request; a pointer moves for free.
@@ -62,7 +78,16 @@ where
             Route::OAuth => Box::pin(oauth::handle(proxy, &request, &mut log))
                 .await
                 .map(Answer::from),
-            Route::Api => Box::pin(api::handle(proxy, request, &request_id, &mut log)).await,
+            Route::Api => {
+                Box::pin(api::handle(
+                    proxy,
+                    request,
+                    &mut body,
+                    &request_id,
+                    &mut log,
+                ))
+                .await
+            }
             Route::None => Err(Error::RouteNotFound),
         },
     };
@@ -79,7 +104,7 @@ where
             Answer::from(err.into_response(&log.request_id))
         }
     };
-    let (mut parts, body) = answer.response.into_parts();
+    let (mut parts, response_body) = answer.response.into_parts();
     log.cache = parts
         .extensions
         .get::<crate::cache::CacheOutcome>()
@@ -108,12 +133,27 @@ where
     if let Ok(value) = HeaderValue::try_from(format!("{overhead_ms:.3}")) {
         parts.headers.insert(PROXY_OVERHEAD, value);
     }
+    // After the timing above: discarding a refused body waits on the
+    // client's upload, not on the proxy. HTTP/2 streams are independent of
+    // each other; an HTTP/1 connection carries the next request only after
+    // this one's body.
+    if version <= Version::HTTP_11 {
+        let budget = proxy
+            .config()
+            .map_or(UNREAD_BODY_BUDGET, |c| c.max_body_bytes)
+            .saturating_add(UNREAD_BODY_BUDGET);
+        if body.settle(expects_continue, budget).await {
+            parts
+                .headers
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
     log.emf = proxy
         .config()
         .is_some_and(|c| c.platform == crate::config::Platform::Lambda);
     log.status = parts.status.as_u16();
     log.stream = answer.sse;
-    let body = TrackedBody::new(body, log, answer.sse, answer.lease, answer.permit);
+    let body = TrackedBody::new(response_body, log, answer.sse, answer.lease, answer.permit);
     Response::from_parts(parts, body.boxed())
 }
 
@@ -167,15 +207,21 @@ impl Route {
     }
 }
 
-/// `OPTIONS` that is not a CORS preflight (no `Origin`): say what exists.
-fn options_response() -> Response<ProxyBody> {
+/// `OPTIONS` that is not a CORS preflight (no `Origin`): the methods the
+/// route answers, the same list its `405`s name.
+fn options_response(route: Route) -> Result<Response<ProxyBody>, Error> {
+    let allow = match route {
+        Route::Api => api::ALLOW,
+        Route::OAuth => "POST, OPTIONS",
+        Route::Health => "GET, HEAD, OPTIONS",
+        Route::None => return Err(Error::RouteNotFound),
+    };
     let mut response = Response::new(crate::body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
-    response.headers_mut().insert(
-        http::header::ALLOW,
-        HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE, OPTIONS"),
-    );
     response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    Ok(response)
 }
 
 /// The client's `X-Request-ID` when it is a sane token (so logs on both

@@ -6,10 +6,15 @@
 //! - `{prefix}:v1:token:{credential fingerprint}:{scope}`: JSON
 //!   `{"access_token","expires_at_ms"}`, expiring (`PX`) when the token
 //!   should be refreshed (its expiry minus the buffer), so a token found
-//!   here is fresh and its `PTTL` says for how long;
+//!   here is fresh and its `PTTL` says for how long. When the lock holder's
+//!   OAuth exchange failed for good (retries included), the same key holds
+//!   `{"failed":{"kind",…}}` for [`FAILURE_TTL`] instead (`SET NX`, never
+//!   over a token), so the instances that waited for it answer with its
+//!   error rather than each calling OAuth again at once;
 //! - the same key plus `:lock`: `SET NX PX 10000` with a random owner while
-//!   one instance calls OAuth, released by a compare-and-delete script so a
-//!   slow instance never frees a lock that expired and was taken by another.
+//!   one instance calls OAuth, extended by its owner before each retry, and
+//!   released by a compare-and-delete script so a slow instance never frees
+//!   a lock that expired and was taken by another.
 //!
 //! [`TokenManager`](super::token::TokenManager) drives the protocol; this
 //! module only speaks Redis. Every failure is reported as [`Unavailable`]
@@ -37,6 +42,11 @@ use crate::shared_redis::{SharedRedis, Unavailable, WARN_EVERY, WarnEvery};
 /// call OAuth, which is still correct).
 pub(crate) const LOCK_TTL: Duration = Duration::from_secs(10);
 
+/// How long a failure of the lock holder stands for the whole fleet: long
+/// enough for every waiter (polling at most every ~0.4 s) to see it, short
+/// enough that the next requests soon try OAuth again.
+pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(2);
+
 /// KEYS[1] = the token key. Returns nil, or {value, PTTL in ms}, read
 /// atomically so the TTL belongs to the value.
 const READ_SCRIPT: &str = r"
@@ -45,6 +55,15 @@ if not value then
   return false
 end
 return {value, redis.call('PTTL', KEYS[1])}
+";
+
+/// KEYS[1] = the lock; ARGV[1] = its owner; ARGV[2] = the new TTL in ms.
+/// Extends only a lock that is still ours.
+const EXTEND_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 ";
 
 /// KEYS[1] = a key; ARGV[1] = the value it must still hold. Deletes it only
@@ -61,6 +80,42 @@ return 0
 struct Stored<'a> {
     access_token: &'a str,
     expires_at_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredFailure {
+    failed: Failure,
+}
+
+/// What the token key holds.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    Token(Found),
+    /// The last lock holder's OAuth exchange failed moments ago.
+    Failed(Failure),
+}
+
+/// Why the lock holder's OAuth exchange failed: the kind of error and its
+/// numbers only, never GigaChat's text, so every instance can answer with
+/// the same error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Failure {
+    Rejected { status: u16, code: Option<i64> },
+    RateLimited,
+    Failed { status: u16 },
+    Malformed,
+    Unreachable { cause: Cause },
+    Timeout,
+}
+
+/// [`crate::error::TransportCause`], in a form that can be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Cause {
+    Tls,
+    Connect,
+    Other,
 }
 
 /// A token found in Redis.
@@ -92,6 +147,7 @@ pub(crate) struct SharedToken {
     key: String,
     lock_key: String,
     read_script: Script,
+    extend_script: Script,
     compare_and_delete: Script,
     warnings: WarnEvery,
 }
@@ -125,18 +181,20 @@ impl SharedToken {
             key,
             redis,
             read_script: Script::new(READ_SCRIPT),
+            extend_script: Script::new(EXTEND_SCRIPT),
             compare_and_delete: Script::new(COMPARE_AND_DELETE_SCRIPT),
             warnings: WarnEvery::new(WARN_EVERY),
         }
     }
 
-    /// The shared token, if one is stored and fresh. A stored token whose
-    /// fingerprint is `rejected` (GigaChat answered 401 to it) is deleted —
-    /// only if it is still the stored value — and reported as absent.
+    /// The shared token, if one is stored and fresh, or the failure of the
+    /// last lock holder. A stored token whose fingerprint is `rejected`
+    /// (GigaChat answered 401 to it) is deleted — only if it is still the
+    /// stored value — and reported as absent.
     pub(crate) async fn read(
         &self,
         rejected: Option<&[u8; 32]>,
-    ) -> Result<Option<Found>, Unavailable> {
+    ) -> Result<Option<Entry>, Unavailable> {
         let key = self.key.as_str();
         let found: Option<(String, i64)> = self
             .redis
@@ -153,6 +211,12 @@ impl SharedToken {
         };
         let raw = Secret::new(raw);
         let parsed: Option<Stored<'_>> = serde_json::from_str(raw.expose()).ok();
+        if parsed.is_none()
+            && let Ok(stored) = serde_json::from_str::<StoredFailure>(raw.expose())
+        {
+            // Without a TTL it cannot be ours, and would never go away.
+            return Ok((pttl > 0).then_some(Entry::Failed(stored.failed)));
+        }
         let usable = parsed.as_ref().filter(|stored| {
             !stored.access_token.is_empty()
                 && rejected.is_none_or(|r| fingerprint(stored.access_token) != *r)
@@ -167,11 +231,11 @@ impl SharedToken {
         let Ok(fresh_ms) = u64::try_from(pttl) else {
             return Ok(None);
         };
-        Ok(Some(Found {
+        Ok(Some(Entry::Token(Found {
             access_token: Secret::new(stored.access_token.to_owned()),
             expires_at_ms: stored.expires_at_ms,
             fresh_for: Duration::from_millis(fresh_ms),
-        }))
+        })))
     }
 
     /// `Some(lock)` when this instance may call OAuth for everyone.
@@ -194,6 +258,51 @@ impl SharedToken {
             .await
             .inspect_err(|err| self.warn("lock", err))?;
         Ok(set.map(|_| Lock { owner }))
+    }
+
+    /// Keeps the lock ours for `ttl` more while the OAuth exchange is
+    /// retried, so no other instance calls OAuth meanwhile. A failure only
+    /// means another instance may call too, which is still correct.
+    pub(crate) async fn extend(&self, lock: &Lock, ttl: Duration) {
+        let (key, owner) = (self.lock_key.as_str(), lock.owner.as_str());
+        let ttl_ms = duration_ms(ttl);
+        let _ = self
+            .redis
+            .run(|mut connection| async move {
+                self.extend_script
+                    .key(key)
+                    .arg(owner)
+                    .arg(ttl_ms)
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+            })
+            .await
+            .inspect_err(|err| self.warn("extend the lock", err));
+    }
+
+    /// Stores the lock holder's failure for [`FAILURE_TTL`], unless a token
+    /// is stored (then the waiters take that instead). Called before the
+    /// lock is released, so whoever takes it next sees the failure.
+    pub(crate) async fn publish_failure(&self, failure: Failure) {
+        let Ok(value) = serde_json::to_string(&StoredFailure { failed: failure }) else {
+            return;
+        };
+        let (key, value) = (self.key.as_str(), value.as_str());
+        let ttl_ms = duration_ms(FAILURE_TTL);
+        let _ = self
+            .redis
+            .run(|mut connection| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async::<Option<String>>(&mut connection)
+                    .await
+            })
+            .await
+            .inspect_err(|err| self.warn("publish a failure", err));
     }
 
     /// Frees the lock if it is still ours; a failure leaves it to expire.
@@ -314,6 +423,42 @@ mod tests {
     }
 
     #[test]
+    fn failures_are_stored_without_text_and_read_back() {
+        let failures = [
+            Failure::Rejected {
+                status: 401,
+                code: Some(6),
+            },
+            Failure::RateLimited,
+            Failure::Failed { status: 503 },
+            Failure::Malformed,
+            Failure::Unreachable {
+                cause: Cause::Connect,
+            },
+            Failure::Timeout,
+        ];
+        for failure in failures {
+            let json = serde_json::to_string(&StoredFailure { failed: failure }).unwrap();
+            assert!(
+                serde_json::from_str::<Stored<'_>>(&json).is_err(),
+                "never taken for a token: {json}"
+            );
+            let back: StoredFailure = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.failed, failure);
+        }
+        assert_eq!(
+            serde_json::to_string(&StoredFailure {
+                failed: Failure::Rejected {
+                    status: 401,
+                    code: Some(6)
+                }
+            })
+            .unwrap(),
+            r#"{"failed":{"kind":"rejected","status":401,"code":6}}"#
+        );
+    }
+
+    #[test]
     fn fingerprints_differ_per_token() {
         assert_eq!(fingerprint("a"), fingerprint("a"));
         assert_ne!(fingerprint("a"), fingerprint("b"));
@@ -323,6 +468,7 @@ mod tests {
     fn the_lock_is_released_only_by_its_owner() {
         assert!(COMPARE_AND_DELETE_SCRIPT.contains("redis.call('GET', KEYS[1]) == ARGV[1]"));
         assert!(READ_SCRIPT.contains("PTTL"));
+        assert!(EXTEND_SCRIPT.contains("redis.call('GET', KEYS[1]) == ARGV[1]"));
     }
 
     #[tokio::test]

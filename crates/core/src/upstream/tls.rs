@@ -563,6 +563,9 @@ mod tests {
         cert_pem: String,
         key_pem: String,
         other_key_pem: String,
+        /// A `localhost` server certificate from the same CA, for handshakes.
+        server_cert_pem: String,
+        server_key_pem: String,
     }
 
     fn pki() -> Pki {
@@ -580,14 +583,81 @@ mod tests {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "gigachat-proxy test client");
         let cert = params.signed_by(&key, &issuer).unwrap();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &issuer)
+            .unwrap();
         Pki {
             ca_pem: ca.pem(),
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             other_key_pem: rcgen::KeyPair::generate().unwrap().serialize_pem(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
         }
     }
 
+    /// A `localhost` server with the test CA's certificate that accepts
+    /// only clients presenting a certificate from that CA (GigaChat's mTLS).
+    fn mtls_server(pki: &Pki) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut client_roots = rustls::RootCertStore::empty();
+        client_roots
+            .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(client_roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap()
+    }
+
+    /// A whole TLS handshake in memory between `client` (as the upstream
+    /// clients use it) and `server`; the server's view of it on success.
+    fn handshake(
+        client: rustls::ClientConfig,
+        server: rustls::ServerConfig,
+    ) -> Result<rustls::ServerConnection, rustls::Error> {
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name)?;
+        let mut server = rustls::ServerConnection::new(Arc::new(server))?;
+        for _ in 0..16 {
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(server);
+            }
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            let mut unread = &wire[..];
+            while !unread.is_empty() {
+                server.read_tls(&mut unread).unwrap();
+                server.process_new_packets()?;
+            }
+            let mut wire = Vec::new();
+            server.write_tls(&mut wire).unwrap();
+            let mut unread = &wire[..];
+            while !unread.is_empty() {
+                client.read_tls(&mut unread).unwrap();
+                client.process_new_packets()?;
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    /// Both upstream clients build from every setting at once, and the
+    /// settings are in the TLS configuration they connect with: the extra
+    /// root is what makes the server trusted, the client certificate is
+    /// presented, and the insecure switch accepts an unknown server.
     #[test]
     fn the_upstream_client_builds_with_every_setting() {
         let pki = pki();
@@ -595,19 +665,58 @@ mod tests {
         let ca = dir.write("ca.pem", &pki.ca_pem);
         let cert = dir.write("client.crt", &pki.cert_pem);
         let key = dir.write("client.key", &pki.key_pem);
-        let tls = parse(&[
+        let config = crate::config::Config::from_lookup(crate::config::Platform::Local, |name| {
+            (name == "GIGACHAT_CREDENTIALS").then(|| "Y2xpZW50OnNlY3JldA==".to_owned())
+        })
+        .unwrap();
+        let every = parse(&[
             (CA_BUNDLE_FILE, &ca),
             (CERT_FILE, &cert),
             (KEY_FILE, &key),
             (VERIFY_SSL_CERTS, "false"),
         ])
         .unwrap();
-        let config = crate::config::Config::from_lookup(crate::config::Platform::Local, |name| {
-            (name == "GIGACHAT_CREDENTIALS").then(|| "Y2xpZW50OnNlY3JldA==".to_owned())
-        })
+        assert!(crate::upstream::client::build_with_tls(&config, &every).is_ok());
+        assert!(crate::upstream::client::UpstreamClient::new(&config, &every).is_ok());
+        assert!(crate::upstream::client::build(&config).is_ok());
+
+        let client_cert = CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap();
+        let verified =
+            parse(&[(CA_BUNDLE_FILE, &ca), (CERT_FILE, &cert), (KEY_FILE, &key)]).unwrap();
+        let server = handshake(verified.client_config().unwrap(), mtls_server(&pki))
+            .expect("the extra root verifies the server, the identity satisfies it");
+        assert_eq!(
+            server.peer_certificates().unwrap().first(),
+            Some(&client_cert),
+            "the configured client certificate was presented"
+        );
+
+        let without_root = parse(&[(CERT_FILE, &cert), (KEY_FILE, &key)]).unwrap();
+        assert!(
+            handshake(without_root.client_config().unwrap(), mtls_server(&pki)).is_err(),
+            "without GIGACHAT_CA_BUNDLE_FILE the test CA is not trusted"
+        );
+        let without_identity = parse(&[(CA_BUNDLE_FILE, &ca)]).unwrap();
+        assert!(
+            handshake(without_identity.client_config().unwrap(), mtls_server(&pki)).is_err(),
+            "the server demands a client certificate"
+        );
+        let server = handshake(every.client_config().unwrap(), mtls_server(&pki))
+            .expect("GIGACHAT_VERIFY_SSL_CERTS=false accepts the server");
+        assert_eq!(
+            server.peer_certificates().unwrap().first(),
+            Some(&client_cert)
+        );
+        let insecure = parse(&[
+            (VERIFY_SSL_CERTS, "false"),
+            (CERT_FILE, &cert),
+            (KEY_FILE, &key),
+        ])
         .unwrap();
-        crate::upstream::client::build_with_tls(&config, &tls).unwrap();
-        crate::upstream::client::build(&config).unwrap();
+        assert!(
+            handshake(insecure.client_config().unwrap(), mtls_server(&pki)).is_ok(),
+            "no extra root needed when verification is off"
+        );
     }
 
     fn parse(vars: &[(&str, &str)]) -> Result<TlsConfig, ConfigError> {
