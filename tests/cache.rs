@@ -286,7 +286,7 @@ async fn streams_errors_and_truncated_answers_are_never_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_the_cache_through_redis_and_survive_its_loss() {
-    let mut redis = Redis::start();
+    let mut redis = RedisServer::start();
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
     let (base, auth) = (emulator.base_url(), emulator.auth_url());

@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -347,74 +345,6 @@ async fn a_client_that_writes_its_whole_oversized_body_first_still_reads_the_413
     assert!(answer.contains("body_too_large"), "{answer}");
 }
 
-/// The real `gigachat-proxy` binary started with a lower file-descriptor
-/// limit (`ulimit -n`), to run out of descriptors quickly.
-struct LimitedProxy {
-    child: Child,
-    addr: String,
-    logs: Arc<Mutex<String>>,
-}
-
-impl LimitedProxy {
-    fn start(descriptor_limit: u32, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new("sh");
-        command
-            .args(["-c", r#"ulimit -n "$1" && shift && exec "$@""#, "sh"])
-            .arg(descriptor_limit.to_string())
-            .arg(env!("CARGO_BIN_EXE_gigachat-proxy"))
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("sh starts the proxy");
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<String>();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        for (output, addr_tx) in [
-            (
-                Box::new(stdout) as Box<dyn std::io::Read + Send>,
-                Some(addr_tx),
-            ),
-            (Box::new(stderr), None),
-        ] {
-            let logs = Arc::clone(&logs);
-            std::thread::spawn(move || {
-                for line in BufReader::new(output).lines().map_while(Result::ok) {
-                    if let (Some(tx), Some(url)) = (
-                        &addr_tx,
-                        line.strip_prefix("gigachat-proxy listening on http://"),
-                    ) {
-                        let _ = tx.send(url.trim().to_owned());
-                    }
-                    let mut logs = logs.lock().unwrap();
-                    logs.push_str(&line);
-                    logs.push('\n');
-                }
-            });
-        }
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("the proxy did not start:\n{}", logs.lock().unwrap()));
-        Self { child, addr, logs }
-    }
-
-    fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-}
-
-impl Drop for LimitedProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// This test process needs `needed` descriptors for its client sockets:
 /// raises its own soft limit (up to the hard one) if it is lower.
 fn ensure_descriptors(needed: u64) {
@@ -446,13 +376,13 @@ async fn floods_of_silent_and_idle_h2c_connections_do_not_lock_out_health() {
     let emulator = start_emulator(&credentials, |_| {}).await;
     let (base, auth) = (emulator.base_url(), emulator.auth_url());
     // The defaults, on a machine with 512 descriptors for the process.
-    let proxy = LimitedProxy::start(512, &proxy_env(&base, &auth, &credentials));
+    let proxy = start_proxy_with_descriptor_limit(512, &proxy_env(&base, &auth, &credentials));
 
     let hello = h2c_hello();
     let mut held = Vec::with_capacity(2 * EACH);
     for index in 0..2 * EACH {
         let Ok(Ok(mut stream)) =
-            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&proxy.addr)).await
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&proxy.addr())).await
         else {
             break;
         };
@@ -464,7 +394,7 @@ async fn floods_of_silent_and_idle_h2c_connections_do_not_lock_out_health() {
     }
 
     let started = Instant::now();
-    let status = health_within(&proxy.addr, Duration::from_secs(1)).await;
+    let status = health_within(&proxy.addr(), Duration::from_secs(1)).await;
     assert_eq!(
         status,
         200,
@@ -484,14 +414,14 @@ async fn accept_failures_are_logged_once_per_interval_not_in_a_flood() {
     let mut env = proxy_env(&base, &auth, &credentials);
     // A cap above what the descriptors allow, so accept itself fails.
     env.push(("GIGACHAT_PROXY_MAX_CONNECTIONS", "1000"));
-    let proxy = LimitedProxy::start(48, &env);
+    let proxy = start_proxy_with_descriptor_limit(48, &env);
 
     // Busy connections (requests in flight, bodies pending) use up the
     // descriptors; the rest wait in the listen backlog, so every accept
     // the server tries fails.
     let mut held = Vec::new();
     for _ in 0..80 {
-        let mut stream = TcpStream::connect(&proxy.addr).await.unwrap();
+        let mut stream = TcpStream::connect(&proxy.addr()).await.unwrap();
         let _ = stream
             .write_all(
                 b"POST /api/gigachat-api/chat/completions HTTP/1.1\r\nHost: localhost\r\n\

@@ -201,7 +201,7 @@ async fn the_upstream_guard_queues_instead_of_letting_gigachat_answer_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_sharing_redis_admit_no_more_than_the_limit() {
-    let mut redis = Redis::start();
+    let mut redis = RedisServer::start();
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
     let (base, auth) = (emulator.base_url(), emulator.auth_url());
@@ -263,7 +263,7 @@ async fn redis_failing_open_keeps_serving_with_local_limits() {
     // A password in the URL, as managed Redis URLs carry one: the failure
     // warning names the server, and must not print the password.
     let password = format!("redis-password-{}", uuid::Uuid::new_v4().simple());
-    let mut redis = Redis::start_with_password(&password);
+    let mut redis = RedisServer::start_with_password(&password);
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
     let (base, auth) = (emulator.base_url(), emulator.auth_url());

@@ -48,6 +48,7 @@ async fn one_log_line_per_request_with_model_usage_and_a_hashed_identity() {
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for line in &lines {
         assert!(line.contains("model=\"GigaChat\""), "{line}");
+        assert!(line.contains("endpoint=\"chat\""), "{line}");
         assert!(
             line.contains("prompt_tokens="),
             "usage read from the answer: {line}"
@@ -66,6 +67,95 @@ async fn one_log_line_per_request_with_model_usage_and_a_hashed_identity() {
         );
     }
     assert!(lines[0].contains("stream=true"));
+}
+
+/// The kind of call is named once, from method and path, in the JSON
+/// access line and in the per-endpoint metric; a path the proxy refuses
+/// before classifying it carries none.
+#[tokio::test]
+async fn each_call_is_logged_and_counted_under_its_kind() {
+    let s = setup_with(|_| {}, &[("GIGACHAT_PROXY_LOG_FORMAT", "json")]).await;
+    let api = |path: &str| s.proxy.url(&format!("/api/gigachat-api/{path}"));
+    let v2_chat = serde_json::json!({
+        "model": "GigaChat",
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+    });
+    let count = serde_json::json!({"model": "GigaChat", "input": ["count these"]});
+    let calls = [
+        ("v1/models", None, "models", 200),
+        ("models/GigaChat", None, "model", 200),
+        ("v2/chat/completions", Some(&v2_chat), "chat_v2", 200),
+        (
+            "files/no-such-file/delete",
+            Some(&count),
+            "file_delete",
+            404,
+        ),
+        ("tokens/count", Some(&count), "tokens_count", 200),
+    ];
+    for (path, body, _, status) in &calls {
+        let request = match body {
+            Some(body) => s.http.post(api(path)).json(body),
+            None => s.http.get(api(path)),
+        };
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), *status, "{path}");
+        let _ = response.bytes().await.unwrap();
+    }
+    // Refused before it is classified (an encoded slash): no endpoint.
+    let refused = s.http.get(api("models/a%2Fb")).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let sent = calls.len() + 1;
+    assert!(
+        s.proxy
+            .wait_for_log_count("gigachat_proxy::access", sent)
+            .await,
+        "{}",
+        s.proxy.stderr()
+    );
+    let mut endpoints: Vec<Option<String>> = s
+        .proxy
+        .stderr()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "gigachat_proxy::access")
+        .map(|line| line["fields"]["endpoint"].as_str().map(str::to_owned))
+        .collect();
+    let mut expected: Vec<Option<String>> = calls
+        .iter()
+        .map(|(_, _, kind, _)| Some((*kind).to_owned()))
+        .collect();
+    expected.push(None);
+    // Each line is written when its answer is finished: compare as sets.
+    endpoints.sort();
+    expected.sort();
+    assert_eq!(endpoints, expected, "{}", s.proxy.stderr());
+
+    let needles = [
+        "gigachat_proxy_endpoint_requests_total{endpoint=\"models\",status=\"2xx\"} 1",
+        "gigachat_proxy_endpoint_requests_total{endpoint=\"chat_v2\",status=\"2xx\"} 1",
+        "gigachat_proxy_endpoint_requests_total{endpoint=\"file_delete\",status=\"4xx\"} 1",
+        "gigachat_proxy_endpoint_requests_total{endpoint=\"chat\",status=\"2xx\"} 0",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = s
+            .http
+            .get(s.proxy.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if needles.iter().all(|needle| text.contains(needle)) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for needle in needles {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ fn last_token(emulator: &gigachat_emulator::Emulator) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_one_token_and_fall_back_without_redis() {
-    let mut redis = Redis::start();
+    let mut redis = RedisServer::start();
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
     // A slow OAuth widens the window in which the instances could each
@@ -178,7 +178,7 @@ fn fleet(
     n: usize,
     emulator: &gigachat_emulator::Emulator,
     credentials: &str,
-    redis: &Redis,
+    redis: &RedisServer,
     extra: &[(&str, &str)],
 ) -> Vec<ProxyProcess> {
     let (base, auth, redis_url) = (emulator.base_url(), emulator.auth_url(), redis.url());
@@ -204,7 +204,7 @@ async fn burst(proxies: &[ProxyProcess], calls: usize) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lock_holder_retries_a_transient_oauth_failure_for_the_fleet() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
     // Slow OAuth: the other instances are surely waiting on the lock while
@@ -228,7 +228,7 @@ async fn the_lock_holder_retries_a_transient_oauth_failure_for_the_fleet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_oauth_failure_of_the_lock_holder_is_shared_not_repeated() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
     emulator

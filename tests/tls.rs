@@ -8,72 +8,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use common::*;
 use gigachat_emulator::{Credential, Emulator, EmulatorConfig, EmulatorTls};
+use gigachat_test_support::pki::{Ca, Leaf};
+use gigachat_test_support::temp_dir::TempDir;
 use serde_json::Value;
-
-/// A scratch directory for PEM files, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("gigachat-proxy-tls-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Ca {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: rcgen::Issuer::new(params, key),
-    }
-}
-
-/// (certificate PEM, key PEM) for `name`, signed by `ca`.
-fn leaf(ca: &Ca, name: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
 
 /// The base64 body of a PEM block: what must never show up in a log.
 fn pem_body(pem: &str) -> String {
@@ -87,7 +27,7 @@ fn pem_body(pem: &str) -> String {
 /// certificate it issued, all as files.
 struct Pki {
     dir: TempDir,
-    server_cert: (String, String),
+    server_cert: Leaf,
     client_ca: Ca,
     ca_file: String,
     client_cert_file: String,
@@ -96,16 +36,16 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    let dir = TempDir::new();
-    let server_ca = ca("Test Russian Trusted Root CA");
-    let server_cert = leaf(&server_ca, "localhost");
-    let client_ca = ca("Test Client CA");
-    let (client_cert, client_key) = leaf(&client_ca, "gigachat-proxy test client");
+    let dir = TempDir::new("gigachat-proxy-tls");
+    let server_ca = Ca::new("Test Russian Trusted Root CA");
+    let server_cert = server_ca.server_cert(&["localhost"]);
+    let client_ca = Ca::new("Test Client CA");
+    let client = client_ca.client_cert("gigachat-proxy test client");
     Pki {
-        ca_file: dir.write("ca.pem", &server_ca.pem),
-        client_cert_file: dir.write("client.crt", &client_cert),
-        client_key_file: dir.write("client.key", &client_key),
-        client_key_pem: client_key,
+        ca_file: dir.write("ca.pem", server_ca.cert_pem()),
+        client_cert_file: dir.write("client.crt", client.cert_pem()),
+        client_key_file: dir.write("client.key", client.key_pem()),
+        client_key_pem: client.key_pem().to_owned(),
         dir,
         server_cert,
         client_ca,
@@ -130,9 +70,9 @@ async fn setup_tls(pki: &Pki, mtls: bool, extra_env: &[(&str, &str)]) -> TlsSetu
         },
         SocketAddr::from(([127, 0, 0, 1], 0)),
         EmulatorTls {
-            cert_chain_pem: pki.server_cert.0.clone().into_bytes(),
-            key_pem: pki.server_cert.1.clone().into_bytes(),
-            client_ca_pem: mtls.then(|| pki.client_ca.pem.clone().into_bytes()),
+            cert_chain_pem: pki.server_cert.cert_pem().as_bytes().to_vec(),
+            key_pem: pki.server_cert.key_pem().as_bytes().to_vec(),
+            client_ca_pem: mtls.then(|| pki.client_ca.cert_pem().as_bytes().to_vec()),
         },
     )
     .await
@@ -348,7 +288,7 @@ async fn broken_tls_settings_are_config_errors_naming_the_variable() {
                 "{variable}: {body}"
             );
             assert!(!body.contains(&marker), "{body}");
-            assert!(!body.contains(pki.dir.0.to_str().unwrap()), "{body}");
+            assert!(!body.contains(pki.dir.root().to_str().unwrap()), "{body}");
         }
         let logs = s.proxy.logs();
         assert!(!logs.contains(&marker), "{logs}");

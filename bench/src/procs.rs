@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
-/// The emulator's built-in key (README, "The GigaChat emulator").
+/// The emulator's built-in key (docs/development.md, "The GigaChat emulator").
 pub const EMULATOR_KEY: &str = "ZW11bGF0b3ItY2xpZW50LWlkOmVtdWxhdG9yLWNsaWVudC1zZWNyZXQ=";
 
 /// A child process that is killed when dropped.

@@ -11,6 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gigachat_emulator::{Credential, Emulator, EmulatorConfig};
+// Shared with the other crates' tests; re-exported so that `common::*`
+// brings them along (a test file that uses neither would warn otherwise).
+#[allow(unused_imports)]
+pub use gigachat_test_support::{net::free_ports, redis_server::RedisServer};
 
 /// A key that exists only in this test run: if it shows up in a log line or
 /// a response, the test that sees it fails.
@@ -131,11 +135,35 @@ pub fn start_proxy(env: &[(&str, &str)]) -> ProxyProcess {
 /// [`start_proxy`] listening on `host` (`--host`), e.g. `0.0.0.0`.
 pub fn start_proxy_on(host: &str, env: &[(&str, &str)]) -> ProxyProcess {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gigachat-proxy"));
+    command.args(["--host", host, "--port", "0"]);
+    launch(command, "debug", env)
+}
+
+/// [`start_proxy`] with at most `descriptor_limit` open files (`ulimit -n`
+/// through `sh`), to run out of descriptors quickly. It logs at `info`:
+/// the debug lines of thousands of connections would slow the very process
+/// whose responsiveness such a test measures.
+pub fn start_proxy_with_descriptor_limit(
+    descriptor_limit: u32,
+    env: &[(&str, &str)],
+) -> ProxyProcess {
+    let mut command = Command::new("sh");
     command
-        .args(["--host", host, "--port", "0"])
+        .args(["-c", r#"ulimit -n "$1" && shift && exec "$@""#, "sh"])
+        .arg(descriptor_limit.to_string())
+        .arg(env!("CARGO_BIN_EXE_gigachat-proxy"))
+        .args(["--host", "127.0.0.1", "--port", "0"]);
+    launch(command, "info", env)
+}
+
+/// Runs `command` (the proxy binary with its arguments) with exactly `env`
+/// plus PATH and `RUST_LOG=log_filter`, and waits for its "listening on"
+/// line.
+fn launch(mut command: Command, log_filter: &str, env: &[(&str, &str)]) -> ProxyProcess {
+    command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", log_filter)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -298,126 +326,7 @@ pub fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
     }
 }
 
-/// `n` distinct loopback ports that were free a moment ago, for servers that
-/// another process (a browser test's page server, say) will listen on. All
-/// are bound at once, so none is handed out twice.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 /// The emulator's root URL (its control surface is under `/_emulator/`).
 pub fn emulator_url(emulator: &Emulator) -> String {
     format!("http://{}", emulator.addr())
-}
-
-/// A real `redis-server` on a free loopback port, for the tests of what is
-/// shared between instances; killed on drop.
-pub struct Redis {
-    child: Child,
-    port: u16,
-    password: Option<String>,
-}
-
-impl Redis {
-    pub fn start() -> Self {
-        Self::start_inner(None)
-    }
-
-    /// A server that requires `password` (`requirepass`); [`Redis::url`]
-    /// then carries it, as a managed Redis URL does, so a test can check
-    /// that it never reaches a log line.
-    pub fn start_with_password(password: &str) -> Self {
-        Self::start_inner(Some(password.to_owned()))
-    }
-
-    fn start_inner(password: Option<String>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"]);
-        if let Some(password) = &password {
-            command.args(["--requirepass", password]);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("redis-server did not start ({err}): run bash .ci/setup"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            port,
-            password,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
-        }
-    }
-
-    /// How many keys the server holds (`DBSIZE` over a raw connection):
-    /// proof that a client really wrote to it, not fell back to memory.
-    pub fn key_count(&self) -> u64 {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut commands = String::new();
-        if let Some(password) = &self.password {
-            commands.push_str(&format!(
-                "*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n",
-                password.len()
-            ));
-        }
-        commands.push_str("*1\r\n$6\r\nDBSIZE\r\n");
-        stream.write_all(commands.as_bytes()).unwrap();
-        let mut reply = String::new();
-        let mut buffer = [0u8; 256];
-        // `+OK` for AUTH, then `:N` for DBSIZE, each line ending in CRLF.
-        while !(reply.ends_with("\r\n") && reply.lines().any(|line| line.starts_with(':'))) {
-            let n = stream.read(&mut buffer).unwrap();
-            assert!(n > 0, "redis closed the connection: {reply}");
-            reply.push_str(&String::from_utf8_lossy(&buffer[..n]));
-            assert!(!reply.starts_with('-'), "redis refused: {reply}");
-        }
-        reply
-            .lines()
-            .find_map(|line| line.strip_prefix(':'))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("unexpected DBSIZE reply: {reply}"))
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 
-use crate::config::ConfigError;
+use crate::config::env::{ConfigError, Env};
 
 /// What a preflight may ask for: exactly the methods the API route forwards
 /// (a preflight that passed for a method the route then refuses with 405
@@ -75,11 +75,8 @@ pub struct CorsConfig {
 impl CorsConfig {
     /// `local_server`: the local/self-hosted server, which listens where
     /// `HOST` says (127.0.0.1 when unset, as the server itself defaults).
-    pub fn from_lookup(
-        lookup: &dyn Fn(&str) -> Option<String>,
-        local_server: bool,
-    ) -> Result<Self, ConfigError> {
-        let origins = match lookup("GIGACHAT_PROXY_ALLOWED_ORIGINS") {
+    pub fn from_env(env: &Env<'_>, local_server: bool) -> Result<Self, ConfigError> {
+        let origins = match env.get("GIGACHAT_PROXY_ALLOWED_ORIGINS") {
             None if local_server => AllowedOrigins::LocalDevelopment,
             None => AllowedOrigins::SameOriginOnly,
             Some(value) if value.trim() == "*" => AllowedOrigins::Any,
@@ -98,29 +95,18 @@ impl CorsConfig {
                 }
             }
         };
-        let allow_credentials = match lookup("GIGACHAT_PROXY_CORS_ALLOW_CREDENTIALS")
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("false" | "0" | "no") => false,
-            Some("true" | "1" | "yes") => true,
-            Some(_) => {
-                return Err(ConfigError {
-                    variable: "GIGACHAT_PROXY_CORS_ALLOW_CREDENTIALS",
-                    problem: "must be true or false".into(),
-                });
-            }
-        };
+        let allow_credentials = env.bool("GIGACHAT_PROXY_CORS_ALLOW_CREDENTIALS", false)?;
         if allow_credentials && origins == AllowedOrigins::Any {
             return Err(ConfigError {
                 variable: "GIGACHAT_PROXY_CORS_ALLOW_CREDENTIALS",
                 problem: "cannot be true while GIGACHAT_PROXY_ALLOWED_ORIGINS is `*`: list the origins instead".into(),
             });
         }
-        let hosts = match lookup("GIGACHAT_PROXY_ALLOWED_HOSTS") {
+        let hosts = match env.get("GIGACHAT_PROXY_ALLOWED_HOSTS") {
             Some(value) => parse_allowed_hosts(&value)?,
             None if local_server
-                && lookup("HOST")
+                && env
+                    .get("HOST")
                     .as_deref()
                     .is_none_or(is_loopback_bind_address) =>
             {
@@ -403,12 +389,12 @@ mod tests {
     fn cors(value: Option<&str>, local: bool) -> Cors {
         let value = value.map(str::to_owned);
         Cors::new(
-            CorsConfig::from_lookup(
-                &|name| {
+            CorsConfig::from_env(
+                &Env::new(&|name| {
                     (name == "GIGACHAT_PROXY_ALLOWED_ORIGINS")
                         .then(|| value.clone())
                         .flatten()
-                },
+                }),
                 local,
             )
             .unwrap(),
@@ -420,8 +406,8 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        CorsConfig::from_lookup(
-            &|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+        CorsConfig::from_env(
+            &Env::new(&|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())),
             local,
         )
         .map(|config| config.hosts)
@@ -585,12 +571,12 @@ mod tests {
         star.apply(&verdict, &mut out);
         assert_eq!(out["access-control-allow-origin"], "*");
         h.remove("origin");
-        let err = CorsConfig::from_lookup(
-            &|name| match name {
+        let err = CorsConfig::from_env(
+            &Env::new(&|name| match name {
                 "GIGACHAT_PROXY_ALLOWED_ORIGINS" => Some("*".into()),
                 "GIGACHAT_PROXY_CORS_ALLOW_CREDENTIALS" => Some("true".into()),
                 _ => None,
-            },
+            }),
             false,
         )
         .unwrap_err();
@@ -833,7 +819,8 @@ mod tests {
             "https://secret value",
         ] {
             let value = bad.to_owned();
-            let err = CorsConfig::from_lookup(&|_| Some(value.clone()), false).unwrap_err();
+            let lookup = |_: &str| Some(value.clone());
+            let err = CorsConfig::from_env(&Env::new(&lookup), false).unwrap_err();
             assert_eq!(err.variable, "GIGACHAT_PROXY_ALLOWED_ORIGINS", "{bad}");
             assert!(!err.problem.contains("secret"));
         }

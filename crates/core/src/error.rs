@@ -11,7 +11,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::body::{ProxyBody, json_response};
-use crate::config::ConfigError;
+use crate::config::env::ConfigError;
 use crate::limits::RateLimitInfo;
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -12,16 +12,18 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod cors;
+pub mod endpoint;
 pub mod error;
 pub mod headers;
+pub(crate) mod jitter;
 pub mod limits;
 pub mod metrics;
 pub mod observe;
 pub mod path;
+pub mod redis;
 pub mod routes;
 pub mod secret;
 pub mod session;
-pub(crate) mod shared_redis;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -69,27 +71,28 @@ impl Proxy {
     }
 
     pub fn new(config: Config) -> Self {
-        let clients = upstream::client::UpstreamClient::new(&config, &config.tls)
-            .and_then(|api| Ok((api, upstream::client::build_with_tls(&config, &config.tls)?)));
+        let api = upstream::client::UpstreamClient::new(&config, &config.tls);
+        let clients =
+            upstream::client::build_with_tls(&config, &config.tls).map(|http| (api, http));
         let state = clients.and_then(|(api, http)| {
             // One Redis connection for the cache and the shared token (the
             // limiter keeps its own); none when no Redis is configured.
-            let redis = config
-                .limits
+            let shared = config
                 .redis
                 .as_ref()
-                .map(|redis| Arc::new(shared_redis::SharedRedis::new(redis)));
-            let tokens =
-                upstream::token::TokenManager::with_redis(&config, http.clone(), redis.clone())?;
+                .map(|redis| Arc::new(crate::redis::SharedRedis::new(redis)));
+            let tokens = upstream::token::TokenManager::new(&config, http.clone(), shared.clone())?;
+            let limiter = match &config.redis {
+                Some(redis) => {
+                    limits::Limiter::shared(&config.limits, redis, &config.credential_id)
+                }
+                None => limits::Limiter::new(&config.limits),
+            };
             Ok(Arc::new(Ready {
-                cache: cache::ResponseCache::new(
-                    &config.cache,
-                    &config.limits.credential_id,
-                    redis,
-                ),
+                cache: cache::ResponseCache::new(&config.cache, &config.credential_id, shared),
                 cors: cors::Cors::new(config.cors.clone()),
                 access: access::Access::new(&config.access)?,
-                limiter: limits::Limiter::new(&config.limits),
+                limiter,
                 sessions: session::SessionKeys::new(
                     &config.session_secret,
                     config.session_ttl,

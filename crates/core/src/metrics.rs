@@ -1,7 +1,7 @@
 //! Counters and histograms, named as in the gateway practice notes
 //! (`*_requests_total`, `*_overhead_seconds` = total − upstream time…), with
-//! low-cardinality labels only (route, status class, error code, model
-//! family never; no identities).
+//! low-cardinality labels only (route, status class, error code, the kind
+//! of GigaChat call; model family never; no identities).
 //!
 //! How each platform takes them:
 //! - the local / self-hosted server serves the Prometheus text format at
@@ -20,7 +20,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::observe::Usage;
+use crate::endpoint::Endpoint;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -33,6 +33,7 @@ const OVERHEAD_BUCKETS: &[f64] = &[
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    endpoint_requests: IntCounterVec,
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     overhead: HistogramVec,
@@ -49,6 +50,10 @@ pub struct Metrics {
     /// start-up: `with_label_values` hashes the labels and takes a lock on
     /// each call, five times per request otherwise.
     routes: Vec<RouteSeries>,
+    /// `gigachat_proxy_endpoint_requests_total` by status class, for each
+    /// kind of call at its index in [`Endpoint::ALL`], looked up once at
+    /// start-up for the same reason.
+    endpoints: Vec<[IntCounter; 5]>,
 }
 
 const ROUTES: [&str; 4] = ["api", "oauth", "health", "none"];
@@ -103,11 +108,20 @@ impl Metrics {
         let r = Registry::new();
         let mut metrics = Self {
             routes: Vec::new(),
+            endpoints: Vec::new(),
             requests: counter(
                 &r,
                 "gigachat_proxy_requests_total",
                 "Requests answered, by route and status class",
                 &["route", "status"],
+            )?,
+            // A counter of its own: a label added to the one above would
+            // change every existing `route` series' identity.
+            endpoint_requests: counter(
+                &r,
+                "gigachat_proxy_endpoint_requests_total",
+                "API calls answered, by kind of GigaChat call and status class",
+                &["endpoint", "status"],
             )?,
             request_duration: histogram(
                 &r,
@@ -191,6 +205,16 @@ impl Metrics {
             .iter()
             .map(|route| RouteSeries::new(&metrics, route))
             .collect();
+        metrics.endpoints = Endpoint::ALL
+            .iter()
+            .map(|endpoint| {
+                STATUS_CLASSES.map(|class| {
+                    metrics
+                        .endpoint_requests
+                        .with_label_values(&[endpoint.as_str(), class])
+                })
+            })
+            .collect();
         Some(metrics)
     }
 }
@@ -199,9 +223,18 @@ impl Metrics {
 /// out; the proxy then simply records nothing.
 static METRICS: Lazy<Option<Metrics>> = Lazy::new(Metrics::new);
 
+/// The tokens GigaChat reported for one answer.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenCount {
+    pub input: u64,
+    pub output: u64,
+}
+
 /// What one finished request contributes.
 pub struct Sample<'a> {
     pub route: &'static str,
+    /// The kind of GigaChat call, for API calls the route classified.
+    pub endpoint: Option<Endpoint>,
     pub status: u16,
     pub total_secs: f64,
     pub upstream_secs: Option<f64>,
@@ -210,7 +243,7 @@ pub struct Sample<'a> {
     pub error_code: Option<&'a str>,
     pub rate_limited: bool,
     pub cache: Option<&'a str>,
-    pub usage: Option<Usage>,
+    pub tokens: Option<TokenCount>,
     pub retries: u32,
     pub disconnected_stream: bool,
 }
@@ -247,6 +280,12 @@ pub fn record(sample: &Sample<'_>) {
                 .observe(sample.total_secs);
         }
     }
+    if let Some(series) = sample
+        .endpoint
+        .and_then(|endpoint| m.endpoints.get(endpoint as usize))
+    {
+        series[class].inc();
+    }
     if let Some(code) = sample.error_code {
         m.upstream_errors.with_label_values(&[code]).inc();
     }
@@ -256,13 +295,13 @@ pub fn record(sample: &Sample<'_>) {
     if let Some(outcome) = sample.cache {
         m.cache.with_label_values(&[outcome]).inc();
     }
-    if let Some(usage) = sample.usage {
+    if let Some(tokens) = sample.tokens {
         m.tokens_input
             .with_label_values(&[sample.route])
-            .inc_by(usage.prompt_tokens);
+            .inc_by(tokens.input);
         m.tokens_output
             .with_label_values(&[sample.route])
-            .inc_by(usage.completion_tokens);
+            .inc_by(tokens.output);
     }
     if sample.retries > 0 {
         m.retries
@@ -327,17 +366,9 @@ pub fn emf_line(sample: &Sample<'_>, timestamp_ms: u128) -> String {
             serde_json::json!(upstream * 1000.0),
         );
     }
-    if let Some(usage) = sample.usage {
-        add(
-            "InputTokens",
-            "Count",
-            serde_json::json!(usage.prompt_tokens),
-        );
-        add(
-            "OutputTokens",
-            "Count",
-            serde_json::json!(usage.completion_tokens),
-        );
+    if let Some(tokens) = sample.tokens {
+        add("InputTokens", "Count", serde_json::json!(tokens.input));
+        add("OutputTokens", "Count", serde_json::json!(tokens.output));
     }
     if sample.rate_limited {
         add("RateLimited", "Count", serde_json::json!(1));
@@ -361,6 +392,7 @@ mod tests {
     fn sample() -> Sample<'static> {
         Sample {
             route: "api",
+            endpoint: Some(Endpoint::Chat),
             status: 200,
             total_secs: 0.25,
             upstream_secs: Some(0.2),
@@ -369,9 +401,9 @@ mod tests {
             error_code: None,
             rate_limited: false,
             cache: Some("miss"),
-            usage: Some(Usage {
-                prompt_tokens: 17,
-                completion_tokens: 3,
+            tokens: Some(TokenCount {
+                input: 17,
+                output: 3,
             }),
             retries: 1,
             disconnected_stream: false,
@@ -391,9 +423,36 @@ mod tests {
             "gigachat_proxy_oauth_refresh_total{result=\"ok\"}",
             "gigachat_proxy_cache_total{outcome=\"miss\"}",
             "gigachat_proxy_upstream_retries_total",
+            "gigachat_proxy_endpoint_requests_total{endpoint=\"chat\",status=\"2xx\"}",
+            // Every kind's series exists from the start.
+            "gigachat_proxy_endpoint_requests_total{endpoint=\"file_delete\",status=\"5xx\"}",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn each_kind_of_call_is_counted_in_its_own_series() {
+        let m = METRICS.as_ref().unwrap();
+        let server_errors = |endpoint: Endpoint| m.endpoints[endpoint as usize][4].get();
+        let before = (
+            server_errors(Endpoint::Batches),
+            server_errors(Endpoint::Assistants),
+        );
+        record(&Sample {
+            endpoint: Some(Endpoint::Batches),
+            status: 503,
+            ..sample()
+        });
+        assert_eq!(server_errors(Endpoint::Batches), before.0 + 1);
+        assert_eq!(server_errors(Endpoint::Assistants), before.1);
+        let needle = "gigachat_proxy_endpoint_requests_total{endpoint=\"batches\",status=\"5xx\"}";
+        let text = render_prometheus();
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix(needle))
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        assert!(value.is_some_and(|v| v >= 1), "{needle} in\n{text}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::endpoint::Endpoint;
 use crate::limits::{StreamLease, UpstreamPermit};
 use crate::upstream::sse::SseScanner;
 
@@ -60,6 +61,8 @@ pub struct RequestLog {
     pub request_id: String,
     pub route: &'static str,
     pub method: Method,
+    /// The kind of GigaChat call, once the API route has classified it.
+    pub endpoint: Option<Endpoint>,
     started: Instant,
     pub status: u16,
     pub identity: Option<String>,
@@ -86,6 +89,7 @@ impl RequestLog {
             request_id,
             route,
             method,
+            endpoint: None,
             started: Instant::now(),
             status: 0,
             identity: None,
@@ -122,6 +126,7 @@ impl Drop for RequestLog {
         let total_ms = self.elapsed_ms();
         let sample = crate::metrics::Sample {
             route: self.route,
+            endpoint: self.endpoint,
             status: self.status,
             total_secs: total_ms / 1000.0,
             upstream_secs: self.upstream_ms.map(|ms| ms / 1000.0),
@@ -130,7 +135,10 @@ impl Drop for RequestLog {
             error_code: self.error_code,
             rate_limited: self.rate_limit == "limited",
             cache: self.cache,
-            usage: self.usage,
+            tokens: self.usage.map(|u| crate::metrics::TokenCount {
+                input: u.prompt_tokens,
+                output: u.completion_tokens,
+            }),
             retries: self.retries,
             disconnected_stream: self.stream && !self.completed,
         };
@@ -149,6 +157,7 @@ impl Drop for RequestLog {
             target: "gigachat_proxy::access",
             request_id = %self.request_id,
             route = self.route,
+            endpoint = self.endpoint.map(Endpoint::as_str),
             method = %self.method,
             status = self.status,
             latency_ms = total_ms,

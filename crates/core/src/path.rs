@@ -20,6 +20,7 @@ use http::Uri;
 use percent_encoding::percent_decode_str;
 use reqwest::Url;
 
+use crate::endpoint::{ApiVersion, split_version};
 use crate::error::Error;
 
 /// The configured base URL, split once at start-up so per-request mapping
@@ -32,22 +33,42 @@ pub struct UpstreamBase {
     /// such as `/v1`, so a versioned client path (`v2/chat/completions`) can
     /// replace it.
     versionless: Option<String>,
+    /// The version a client path without one is served under: the base's
+    /// own, where the base names one that a versioned path may replace.
+    version: ApiVersion,
     host: String,
 }
 
 impl UpstreamBase {
     pub fn new(base_url: &Url) -> Self {
         let base = base_url.as_str().trim_end_matches('/').to_owned();
-        let versionless = base
+        let (versionless, version) = base
             .rsplit_once('/')
-            .filter(|(_, last)| is_version_segment(last))
-            .map(|(head, _)| head.to_owned())
-            .filter(|head| head.contains("://") && !head.ends_with(':') && !head.ends_with('/'));
+            .and_then(|(head, last)| Some((head, ApiVersion::of_segment(last)?)))
+            .filter(|(head, _)| {
+                head.contains("://") && !head.ends_with(':') && !head.ends_with('/')
+            })
+            .map_or((None, ApiVersion::V1), |(head, version)| {
+                (Some(head.to_owned()), version)
+            });
         Self {
             base,
             versionless,
+            // A base ending in a version GigaChat does not serve is taken as
+            // v1, whose paths every GigaChat call but v2 chat has always
+            // used; only a client path that names an unknown version itself
+            // is of no known kind.
+            version: match version {
+                ApiVersion::Other => ApiVersion::V1,
+                known => known,
+            },
             host: base_url.host_str().unwrap_or_default().to_owned(),
         }
+    }
+
+    /// The API version of client paths that name none (see [`ApiVersion`]).
+    pub fn default_version(&self) -> ApiVersion {
+        self.version
     }
 
     /// GigaChat's API host, for error messages.
@@ -67,9 +88,8 @@ impl UpstreamBase {
     /// (no second parse on the way out).
     pub fn resolve(&self, client_path: &str, query: Option<&str>) -> Result<Uri, Error> {
         check_path(client_path)?;
-        let first = client_path.split('/').next().unwrap_or_default();
         let prefix = match &self.versionless {
-            Some(versionless) if is_version_segment(first) => versionless,
+            Some(versionless) if split_version(client_path).0.is_some() => versionless,
             _ => &self.base,
         };
         let mut url =
@@ -92,12 +112,6 @@ impl UpstreamBase {
         }
         Ok(uri)
     }
-}
-
-fn is_version_segment(segment: &str) -> bool {
-    segment.len() >= 2
-        && segment.starts_with('v')
-        && segment[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
 fn check_path(path: &str) -> Result<(), Error> {
@@ -202,6 +216,17 @@ mod tests {
             legacy.resolve("models", None).unwrap().to_string(),
             "https://gigachat.devices.sberbank.ru/api/v1/models"
         );
+    }
+
+    #[test]
+    fn the_base_decides_the_version_of_unversioned_paths() {
+        use ApiVersion::{V1, V2};
+        assert_eq!(base("https://api.giga.chat/v1").default_version(), V1);
+        assert_eq!(base("https://host.example/api/v2/").default_version(), V2);
+        assert_eq!(base("http://127.0.0.1:8090/custom").default_version(), V1);
+        assert_eq!(base("https://host.example/v3").default_version(), V1);
+        // Not a replaceable version (the host's name), so not the default.
+        assert_eq!(base("http://v2").default_version(), V1);
     }
 
     #[test]

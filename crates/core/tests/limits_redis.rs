@@ -8,157 +8,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gigachat_proxy_core::Error;
 use gigachat_proxy_core::limits::{FailureMode, Limiter, LimitsConfig, Rate};
+use gigachat_proxy_core::redis::RedisConfig;
+use gigachat_test_support::redis_server::RedisServer;
 
 /// A generous per-round-trip timeout for the correctness tests: the machine
 /// may be busy compiling, and a spurious timeout must not look like a bug.
 const SLOW_OK: Duration = Duration::from_secs(3);
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-    password: Option<String>,
-    /// Reaped: its pid may belong to another process now, never signal it.
-    exited: bool,
-    frozen: bool,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        Self::start_on(free_port(), None)
-    }
-
-    fn start_with_password(password: &str) -> Self {
-        Self::start_on(free_port(), Some(password.to_owned()))
-    }
-
-    fn start_on(port: u16, password: Option<String>) -> Self {
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .args(["--dir", &std::env::temp_dir().to_string_lossy()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(password) = &password {
-            command.args(["--requirepass", password]);
-        }
-        let child = match command.spawn() {
-            Ok(child) => child,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                panic!("redis-server is not installed: run bash .ci/setup")
-            }
-            Err(err) => panic!("could not start redis-server: {err}"),
-        };
-        let server = RedisServer {
-            child,
-            port,
-            password,
-            exited: false,
-            frozen: false,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut request = String::new();
-                if let Some(password) = &self.password {
-                    request.push_str(&format!("AUTH {password}\r\n"));
-                }
-                request.push_str("PING\r\n");
-                let mut reply = [0u8; 64];
-                if stream.write_all(request.as_bytes()).is_ok() {
-                    let mut seen = String::new();
-                    while let Ok(n) = stream.read(&mut reply) {
-                        if n == 0 {
-                            break;
-                        }
-                        seen.push_str(&String::from_utf8_lossy(&reply[..n]));
-                        if seen.contains("+PONG") {
-                            return;
-                        }
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
-        }
-    }
-
-    fn kill(&mut self) {
-        if !self.exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.exited = true;
-        }
-    }
-
-    /// Freezes the server: connections stay open but nothing answers, the
-    /// worst case for a client (a partition rather than a refusal).
-    fn freeze(&mut self) {
-        if !self.exited {
-            signal(self.child.id(), "-STOP");
-            self.frozen = true;
-        }
-    }
-
-    fn thaw(&mut self) {
-        if self.frozen && !self.exited {
-            signal(self.child.id(), "-CONT");
-            self.frozen = false;
-        }
-    }
-
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.thaw();
-        self.kill();
-    }
-}
-
-fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// A client connection to `server`, for reading what the limiter wrote.
+async fn redis_connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
         .unwrap()
-        .local_addr()
+        .get_multiplexed_async_connection()
+        .await
         .unwrap()
-        .port()
 }
 
 fn per_minute(count: u64) -> Rate {
@@ -168,10 +35,40 @@ fn per_minute(count: u64) -> Rate {
     }
 }
 
-fn config(url: &str, failure: FailureMode, timeout: Duration) -> LimitsConfig {
-    LimitsConfig::disabled()
-        .with_redis(url, failure, timeout)
-        .unwrap()
+/// The limits under test and the Redis they are shared through; the tests
+/// set the limits as fields (`limits.rate = …`) through `DerefMut`.
+#[derive(Debug)]
+struct Shared {
+    limits: LimitsConfig,
+    redis: RedisConfig,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = LimitsConfig;
+    fn deref(&self) -> &LimitsConfig {
+        &self.limits
+    }
+}
+
+impl std::ops::DerefMut for Shared {
+    fn deref_mut(&mut self) -> &mut LimitsConfig {
+        &mut self.limits
+    }
+}
+
+fn config(url: &str, failure: FailureMode, timeout: Duration) -> Shared {
+    let mut redis = RedisConfig::from_url(url).unwrap();
+    redis.failure = failure;
+    redis.timeout = timeout;
+    Shared {
+        limits: LimitsConfig::disabled(),
+        redis,
+    }
+}
+
+/// One instance of the proxy's limiter on the shared Redis.
+fn instance(shared: &Shared) -> Limiter {
+    Limiter::shared(&shared.limits, &shared.redis, "default")
 }
 
 /// Polls `check` every 20 ms until it is true or `within` has passed.
@@ -198,7 +95,7 @@ async fn three_instances_admit_exactly_the_limit_under_a_concurrent_burst() {
     let server = RedisServer::start();
     let mut limits = config(&server.url(), FailureMode::Closed, SLOW_OK);
     limits.rate = Some(per_minute(10));
-    let instances: Vec<Limiter> = (0..3).map(|_| Limiter::new(&limits)).collect();
+    let instances: Vec<Limiter> = (0..3).map(|_| instance(&limits)).collect();
     assert!(instances.iter().all(|limiter| limiter.backend() == "redis"));
 
     let mut burst = Vec::new();
@@ -245,7 +142,7 @@ async fn three_instances_admit_exactly_the_limit_under_a_concurrent_burst() {
     ));
 
     // The bucket key is versioned and expires when the bucket is full again.
-    let mut connection = server.connection().await;
+    let mut connection = redis_connection(&server).await;
     let ttl: i64 = redis::cmd("PTTL")
         .arg("gigachat-proxy:v1:rate:key:shared")
         .query_async(&mut connection)
@@ -263,8 +160,8 @@ async fn the_rate_is_earned_back_on_the_servers_clock() {
         count: 2,
         window: Duration::from_millis(400),
     });
-    let a = Limiter::new(&limits);
-    let b = Limiter::new(&limits);
+    let a = instance(&limits);
+    let b = instance(&limits);
     assert!(a.check_request("sub:x", false).await.unwrap().is_some());
     assert!(b.check_request("sub:x", false).await.unwrap().is_some());
     assert!(matches!(
@@ -286,11 +183,7 @@ async fn concurrent_streams_are_capped_across_instances() {
     let server = RedisServer::start();
     let mut limits = config(&server.url(), FailureMode::Closed, SLOW_OK);
     limits.max_streams = Some(2);
-    let (a, b, c) = (
-        Limiter::new(&limits),
-        Limiter::new(&limits),
-        Limiter::new(&limits),
-    );
+    let (a, b, c) = (instance(&limits), instance(&limits), instance(&limits));
     let first = a.acquire_stream("sub:alice").await.unwrap().unwrap();
     let _second = b.acquire_stream("sub:alice").await.unwrap().unwrap();
     assert!(matches!(
@@ -300,7 +193,7 @@ async fn concurrent_streams_are_capped_across_instances() {
     // Someone else is not affected.
     let _bob = c.acquire_stream("sub:bob").await.unwrap().unwrap();
 
-    let mut connection = server.connection().await;
+    let mut connection = redis_connection(&server).await;
     let ttl: i64 = redis::cmd("PTTL")
         .arg("gigachat-proxy:v1:streams:sub:alice")
         .query_async(&mut connection)
@@ -335,8 +228,8 @@ async fn the_upstream_guard_is_shared_and_queues() {
     let mut limits = config(&server.url(), FailureMode::Closed, SLOW_OK);
     limits.upstream_concurrency = Some(1);
     limits.upstream_queue_timeout = Duration::from_secs(10);
-    let a = Limiter::new(&limits);
-    let b = Limiter::new(&limits);
+    let a = instance(&limits);
+    let b = instance(&limits);
 
     let held = a.acquire_upstream().await.unwrap().unwrap();
     let waiting = {
@@ -358,7 +251,7 @@ async fn the_upstream_guard_is_shared_and_queues() {
 
     // While the second holds it, a short queue gives up with UpstreamBusy.
     limits.upstream_queue_timeout = Duration::from_millis(400);
-    let impatient = Limiter::new(&limits);
+    let impatient = instance(&limits);
     match impatient.acquire_upstream().await {
         Err(Error::UpstreamBusy { waited_ms }) => {
             assert!((400..5_000).contains(&waited_ms), "{waited_ms}")
@@ -398,7 +291,7 @@ async fn after_outage(limiter: &Limiter) -> [Result<bool, String>; 3] {
     [rate, stream, upstream]
 }
 
-fn outage_limits(url: &str, failure: FailureMode) -> LimitsConfig {
+fn outage_limits(url: &str, failure: FailureMode) -> Shared {
     let mut limits = config(url, failure, Duration::from_millis(400));
     limits.anonymous_rate = Some(per_minute(5));
     limits.max_streams = Some(2);
@@ -411,8 +304,8 @@ fn outage_limits(url: &str, failure: FailureMode) -> LimitsConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_test_follows_the_failure_mode_promptly() {
     let mut server = RedisServer::start();
-    let open = Limiter::new(&outage_limits(&server.url(), FailureMode::Open));
-    let closed = Limiter::new(&outage_limits(&server.url(), FailureMode::Closed));
+    let open = instance(&outage_limits(&server.url(), FailureMode::Open));
+    let closed = instance(&outage_limits(&server.url(), FailureMode::Closed));
     // Both are connected and working before the outage.
     assert_eq!(after_outage(&open).await, [Ok(true), Ok(true), Ok(true)]);
     assert_eq!(after_outage(&closed).await, [Ok(true), Ok(true), Ok(true)]);
@@ -430,8 +323,8 @@ async fn redis_killed_mid_test_follows_the_failure_mode_promptly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_never_hangs_a_request() {
     let mut server = RedisServer::start();
-    let open = Limiter::new(&outage_limits(&server.url(), FailureMode::Open));
-    let closed = Limiter::new(&outage_limits(&server.url(), FailureMode::Closed));
+    let open = instance(&outage_limits(&server.url(), FailureMode::Open));
+    let closed = instance(&outage_limits(&server.url(), FailureMode::Closed));
     assert_eq!(after_outage(&open).await, [Ok(true), Ok(true), Ok(true)]);
     assert_eq!(after_outage(&closed).await, [Ok(true), Ok(true), Ok(true)]);
 
@@ -448,9 +341,9 @@ async fn a_frozen_redis_never_hangs_a_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limiter_reconnects_after_redis_comes_back() {
     let mut server = RedisServer::start();
-    let port = server.port;
+    let port = server.port();
     let limits = outage_limits(&server.url(), FailureMode::Closed);
-    let limiter = Limiter::new(&limits);
+    let limiter = instance(&limits);
     assert!(limiter.check_request("ip:1", true).await.is_ok());
     server.kill();
     assert!(matches!(
@@ -479,7 +372,7 @@ async fn a_password_in_the_url_works_and_is_never_printed() {
     assert!(!printed.contains("pw-s3cret-value"), "{printed}");
     assert!(printed.contains("redis://127.0.0.1"), "{printed}");
 
-    let limiter = Limiter::new(&limits);
+    let limiter = instance(&limits);
     assert!(format!("{limiter:?}").contains("redis"));
     assert!(
         limiter
@@ -494,12 +387,12 @@ async fn a_password_in_the_url_works_and_is_never_printed() {
     ));
 
     // A wrong password is a Redis failure like any other, not a hang.
-    let wrong = format!("redis://:wrong@127.0.0.1:{}", server.port);
+    let wrong = format!("redis://:wrong@127.0.0.1:{}", server.port());
     let mut limits = config(&wrong, FailureMode::Closed, Duration::from_millis(500));
     limits.rate = Some(per_minute(1));
     let answer = tokio::time::timeout(
         Duration::from_secs(2),
-        Limiter::new(&limits).check_request("sub:a", false),
+        instance(&limits).check_request("sub:a", false),
     )
     .await
     .unwrap();

@@ -1,5 +1,5 @@
 //! The GigaChat REST API proper: bearer auth, faults, the concurrency limit,
-//! routing, and the headers every API response carries (reference §4–11).
+//! routing, and the headers every API response carries.
 
 use std::sync::Arc;
 

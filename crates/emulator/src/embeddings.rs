@@ -1,4 +1,4 @@
-//! `POST /embeddings` and `POST /tokens/count` (reference §10).
+//! `POST /embeddings` and `POST /tokens/count`.
 
 use http::StatusCode;
 use serde::Serialize;

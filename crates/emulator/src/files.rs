@@ -1,4 +1,4 @@
-//! `/files*` (reference §10): an in-memory store, per emulator instance.
+//! `/files*`: an in-memory store, per emulator instance.
 
 use std::convert::Infallible;
 

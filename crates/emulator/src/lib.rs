@@ -3,7 +3,7 @@
 //! The real service is unreachable from development machines and CI, so the
 //! proxy starts this in-process when no credentials are configured, and every
 //! black-box test runs the proxy against it. It therefore aims to be faithful
-//! on the wire (`/work/shared/reference/gigachat-api.md` §2, §4–11, §18),
+//! on the wire (OAuth, the v1 and v2 API, their headers and error shapes),
 //! deterministic (replies echo the last user message; token counts are
 //! `ceil(chars / 4)`), fast (no sleeps unless a fault asks for one) and
 //! observable (counters, recorded request headers, live fault switches, and an

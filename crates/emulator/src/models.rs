@@ -1,6 +1,6 @@
-//! The model catalogue (reference §10). The emulator answers every chat
-//! model the same way; the list exists so model validation and `/models`
-//! behave like the real service.
+//! The model catalogue. The emulator answers every chat model the same
+//! way; the list exists so model validation and `/models` behave like the
+//! real service.
 
 use serde::Serialize;
 

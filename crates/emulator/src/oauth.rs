@@ -1,4 +1,4 @@
-//! `POST /api/v2/oauth`: the authorization-key flow (reference §2).
+//! `POST /api/v2/oauth`: the authorization-key flow.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,8 @@
-//! Streaming bodies. Events are produced lazily by the body itself (no
+//! SSE on the wire: the framing of one event (`data:` lines for v1, named
+//! events for v2), the cuts of the split-writes fault, and the streaming
+//! bodies that send the events.
+//!
+//! Streaming bodies: events are produced lazily by the body itself (no
 //! producer task, no buffering): each event is its own body frame, the chunk
 //! delay sits between frames, and dropping the body mid-way is how a client
 //! disconnect becomes visible (`streams_cancelled`).
@@ -12,7 +16,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
-use crate::chat::split_event;
 use crate::state::{Counters, InflightGuard, Shared};
 use crate::util::Body;
 
@@ -126,6 +129,58 @@ pub(crate) fn stream_body(shared: Arc<Shared>, events: Vec<Bytes>, guard: Inflig
     StreamBody::new(stream).boxed_unsync()
 }
 
+// ---- SSE framing: how an event's bytes are laid out and cut. ----
+
+/// A v1 event: one `data:` line and the blank line that ends it.
+pub(crate) fn data_event(json: &[u8]) -> Bytes {
+    let mut ev = Vec::with_capacity(json.len() + 8);
+    ev.extend_from_slice(b"data: ");
+    ev.extend_from_slice(json);
+    ev.extend_from_slice(b"\n\n");
+    Bytes::from(ev)
+}
+
+/// A v2 event: `event: {name}` before the `data:` line.
+pub(crate) fn named_event(name: &str, json: &[u8]) -> Bytes {
+    let mut ev = Vec::with_capacity(json.len() + name.len() + 16);
+    ev.extend_from_slice(b"event: ");
+    ev.extend_from_slice(name.as_bytes());
+    ev.extend_from_slice(b"\ndata: ");
+    ev.extend_from_slice(json);
+    ev.extend_from_slice(b"\n\n");
+    Bytes::from(ev)
+}
+
+/// Where the split-writes fault cuts an event: right after the field name's
+/// colon (so `": "` is split), inside every `": "` of the payload, in the
+/// middle of the JSON, and between the two closing newlines. Byte offsets,
+/// so a cut may land inside a multi-byte UTF-8 character, as TCP can.
+fn split_points(event: &[u8]) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    for (i, w) in event.windows(2).enumerate() {
+        if w == b": " {
+            cuts.push(i + 1);
+        }
+    }
+    cuts.push(event.len() / 2);
+    cuts.push(event.len().saturating_sub(1));
+    cuts.retain(|&c| c > 0 && c < event.len());
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts
+}
+
+fn split_event(event: &Bytes) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for cut in split_points(event) {
+        out.push(event.slice(start..cut));
+        start = cut;
+    }
+    out.push(event.slice(start..));
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -166,5 +221,16 @@ mod tests {
         let joined: Vec<u8> = steps.iter().flat_map(|s| s.bytes.to_vec()).collect();
         let expected: Vec<u8> = events().iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(joined, expected);
+    }
+
+    #[test]
+    fn split_cuts_inside_colon_space() {
+        let ev = Bytes::from_static(b"data: {\"content\":\"a: b\"}\n\n");
+        let parts = split_event(&ev);
+        assert!(parts.len() >= 3);
+        assert_eq!(parts.concat(), ev.to_vec());
+        assert_eq!(&parts[0][..], b"data:");
+        assert!(parts.iter().any(|p| p.starts_with(b" b")));
+        assert_eq!(&parts.last().unwrap()[..], b"\n");
     }
 }

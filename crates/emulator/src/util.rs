@@ -51,7 +51,7 @@ pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response<Body>
     json_with(status, JSON_UTF8, value)
 }
 
-/// The API error shape `{"status":…,"message":…}` (reference §11); field
+/// The API error shape `{"status":…,"message":…}`; field
 /// order is fixed by the struct, not by serde_json's map ordering.
 #[derive(Serialize)]
 pub(crate) struct ApiError<'a> {

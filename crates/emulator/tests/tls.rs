@@ -6,44 +6,18 @@
 use std::net::SocketAddr;
 
 use gigachat_emulator::{DEFAULT_CREDENTIALS, Emulator, EmulatorConfig, EmulatorTls};
+use gigachat_test_support::pki::Ca;
 use serde_json::{Value, json};
 
-struct Ca {
-    pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: rcgen::Issuer::new(params, key),
-    }
-}
-
-/// (certificate PEM, key PEM) for `name`, signed by `ca`.
-fn leaf(ca: &Ca, name: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
 async fn start(server: &Ca, client_ca: Option<&Ca>) -> Emulator {
-    let (cert, key) = leaf(server, "localhost");
+    let leaf = server.server_cert(&["localhost"]);
     Emulator::start_tls(
         EmulatorConfig::default(),
         SocketAddr::from(([127, 0, 0, 1], 0)),
         EmulatorTls {
-            cert_chain_pem: cert.into_bytes(),
-            key_pem: key.into_bytes(),
-            client_ca_pem: client_ca.map(|ca| ca.pem.clone().into_bytes()),
+            cert_chain_pem: leaf.cert_pem().as_bytes().to_vec(),
+            key_pem: leaf.key_pem().as_bytes().to_vec(),
+            client_ca_pem: client_ca.map(|ca| ca.cert_pem().as_bytes().to_vec()),
         },
     )
     .await
@@ -54,7 +28,7 @@ fn client(ca: &Ca) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .no_proxy()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap())
 }
 
 async fn chat(emulator: &Emulator, client: &reqwest::Client) -> reqwest::Result<reqwest::Response> {
@@ -78,7 +52,7 @@ async fn chat(emulator: &Emulator, client: &reqwest::Client) -> reqwest::Result<
 
 #[tokio::test]
 async fn serves_https_on_localhost_with_h2_and_http1() {
-    let ca = ca("Test Russian Trusted Root CA");
+    let ca = Ca::new("Test Russian Trusted Root CA");
     let emulator = start(&ca, None).await;
     assert!(emulator.base_url().starts_with("https://localhost:"));
     assert!(emulator.auth_url().starts_with("https://localhost:"));
@@ -99,9 +73,9 @@ async fn serves_https_on_localhost_with_h2_and_http1() {
 
 #[tokio::test]
 async fn an_untrusted_client_fails_the_handshake() {
-    let ca = ca("Test Russian Trusted Root CA");
+    let ca = Ca::new("Test Russian Trusted Root CA");
     let emulator = start(&ca, None).await;
-    let stranger = client(&self::ca("Some Other CA")).build().unwrap();
+    let stranger = client(&Ca::new("Some Other CA")).build().unwrap();
     let err = chat(&emulator, &stranger).await.unwrap_err();
     assert!(err.is_connect(), "{err:?}");
     // Nothing reached the service.
@@ -110,24 +84,26 @@ async fn an_untrusted_client_fails_the_handshake() {
 
 #[tokio::test]
 async fn mtls_requires_a_client_certificate_from_the_client_ca() {
-    let ca = ca("Test Russian Trusted Root CA");
-    let client_ca = self::ca("Test Client CA");
+    let ca = Ca::new("Test Russian Trusted Root CA");
+    let client_ca = Ca::new("Test Client CA");
     let emulator = start(&ca, Some(&client_ca)).await;
 
     let anonymous = client(&ca).build().unwrap();
     assert!(chat(&emulator, &anonymous).await.is_err());
 
-    let (cert, key) = leaf(&self::ca("Rogue Client CA"), "client");
+    let identity = Ca::new("Rogue Client CA")
+        .client_cert("client")
+        .identity_pem();
     let rogue = client(&ca)
-        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
+        .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
         .build()
         .unwrap();
     assert!(chat(&emulator, &rogue).await.is_err());
     assert_eq!(emulator.stats().oauth_calls, 0);
 
-    let (cert, key) = leaf(&client_ca, "client");
+    let identity = client_ca.client_cert("client").identity_pem();
     let trusted = client(&ca)
-        .identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap())
+        .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
         .build()
         .unwrap();
     assert_eq!(chat(&emulator, &trusted).await.unwrap().status(), 200);

@@ -6,6 +6,7 @@
 
 use std::ffi::OsStr;
 
+use gigachat_proxy_core::config::env::Env;
 use gigachat_proxy_core::{BoxError, ClientAddr, ConfigError, Proxy, ProxyBody};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt, Response, service_fn};
@@ -23,22 +24,19 @@ pub fn detected() -> bool {
 pub const STREAMING_VARIABLE: &str = "GIGACHAT_PROXY_LAMBDA_STREAMING";
 
 /// `true` (streaming, the default) or `false` (buffered), in the spellings
-/// people type: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, any case;
-/// blank counts as unset. `None` is a value that is not UTF-8.
+/// every switch of the proxy accepts (the core's reader): `true`/`false`,
+/// `1`/`0`, `yes`/`no`, `on`/`off`, any case; blank counts as unset.
+/// `None` is a value that is not UTF-8, which the reader would take for
+/// unset: here it is an error, since guessing the mode hides the mistake.
 pub fn parse_streaming(value: Option<&str>) -> Result<bool, ConfigError> {
-    let invalid = || ConfigError {
-        variable: STREAMING_VARIABLE,
-        problem: "must be true or false (also 1/0, yes/no, on/off; default true)".to_owned(),
+    let Some(value) = value else {
+        return Err(ConfigError::new(
+            STREAMING_VARIABLE,
+            "is not valid UTF-8: it must be true or false (also 1/0, yes/no, on/off; default true)",
+        ));
     };
-    let value = value.ok_or_else(invalid)?.trim();
-    if value.is_empty() {
-        return Ok(true);
-    }
-    match value.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(invalid()),
-    }
+    let lookup = |_: &str| Some(value.to_owned());
+    Env::new(&lookup).bool(STREAMING_VARIABLE, true)
 }
 
 /// The response mode for the switch's raw value (unset: streaming), and

@@ -5,6 +5,7 @@
 pub mod lambda;
 pub mod vercel;
 
+use gigachat_proxy_core::config::env::Env;
 use gigachat_proxy_core::{BoxError, Platform, Proxy};
 
 /// Which platform started this process, decided once from the variables
@@ -34,7 +35,10 @@ pub async fn run() -> Result<(), BoxError> {
 /// index fields), level from `RUST_LOG` (default `info`).
 pub fn init_tracing(platform: Platform) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = Env::process()
+        .get("RUST_LOG")
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)

@@ -1,5 +1,8 @@
 //! Flags and their environment equivalents. Two options do not justify an
-//! argument-parsing crate.
+//! argument-parsing crate; the variables go through the core's reader, so
+//! they are spelled and checked like every other setting.
+
+use gigachat_proxy_core::config::env::{Env, whole_seconds};
 
 pub const USAGE: &str = "\
 Usage: gigachat-proxy [--host HOST] [--port PORT]
@@ -49,10 +52,11 @@ impl Options {
     /// Flags win over `HOST`/`PORT`, which win over the defaults.
     pub fn parse(
         args: impl IntoIterator<Item = String>,
-        env: impl Fn(&str) -> Option<String>,
+        lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Parsed, String> {
-        let mut host = env("HOST").filter(|h| !h.trim().is_empty());
-        let mut port = env("PORT").filter(|p| !p.trim().is_empty());
+        let env = Env::new(&lookup);
+        let mut host = env.get("HOST");
+        let mut port = env.get("PORT");
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -80,32 +84,17 @@ impl Options {
                 "the port (--port or PORT) must be a number from 0 to 65535".to_owned()
             })?,
         };
-        let header_timeout = match env(HEADER_TIMEOUT).filter(|v| !v.trim().is_empty()) {
-            None => 30,
-            Some(value) => value
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|seconds| (1..=3600).contains(seconds))
-                .ok_or_else(|| format!("{HEADER_TIMEOUT} must be whole seconds from 1 to 3600"))?,
-        };
-        let max_connections = match env(MAX_CONNECTIONS).filter(|v| !v.trim().is_empty()) {
-            None => None,
-            Some(value) => Some(
-                value
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|count| (1..=1_000_000).contains(count))
-                    .ok_or_else(|| {
-                        format!("{MAX_CONNECTIONS} must be a whole number from 1 to 1000000")
-                    })?,
-            ),
-        };
+        let header_timeout = env
+            .parse(HEADER_TIMEOUT, |value| whole_seconds(value, 1..=3600))
+            .map_err(|err| err.to_string())?
+            .unwrap_or(std::time::Duration::from_secs(30));
+        let max_connections = env
+            .count(MAX_CONNECTIONS, 1..=1_000_000)
+            .map_err(|err| err.to_string())?;
         Ok(Parsed::Run(Options {
             host: host.unwrap_or_else(|| "127.0.0.1".into()),
             port,
-            header_timeout: std::time::Duration::from_secs(header_timeout),
+            header_timeout,
             max_connections,
         }))
     }

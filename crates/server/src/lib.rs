@@ -14,6 +14,7 @@ pub mod site;
 
 use std::process::ExitCode;
 
+use gigachat_proxy_core::config::env::Env;
 use gigachat_proxy_core::{Config, Platform, Proxy};
 
 pub use cli::Options;
@@ -35,7 +36,7 @@ pub async fn main() -> ExitCode {
     };
     init_tracing();
 
-    let credentials_set = std::env::var("GIGACHAT_CREDENTIALS").is_ok_and(|v| !v.trim().is_empty());
+    let credentials_set = Env::process().get("GIGACHAT_CREDENTIALS").is_some();
     // The core reads `HOST` to know whether it serves only this machine
     // (then it answers only to local host names: DNS rebinding); `--host`
     // must count the same as the variable.
@@ -84,8 +85,14 @@ pub async fn main() -> ExitCode {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("GIGACHAT_PROXY_LOG_FORMAT").is_ok_and(|v| v.trim() == "json");
+    let env = Env::process();
+    let filter = env
+        .get("RUST_LOG")
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let json = env
+        .get("GIGACHAT_PROXY_LOG_FORMAT")
+        .is_some_and(|format| format.trim() == "json");
     // Colours only for a person at a terminal, not for log files or pipes.
     let colors = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -7,7 +7,7 @@
 use sha2::{Digest, Sha256};
 
 use super::Identity;
-use crate::config::ConfigError;
+use crate::config::env::ConfigError;
 use crate::secret::Secret;
 
 /// Shorter keys are guessable; the variable's error says so.

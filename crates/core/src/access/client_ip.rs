@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName};
 
-use crate::config::Platform;
+use crate::config::env::Platform;
 
 /// The peer (local server) or the platform's source address (Lambda), put
 /// into the request's extensions by the adapter.

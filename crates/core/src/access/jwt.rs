@@ -25,7 +25,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::Identity;
-use crate::config::ConfigError;
+use crate::config::env::{ConfigError, Env};
 use crate::error::Error;
 use crate::secret::Secret;
 
@@ -49,10 +49,8 @@ pub struct JwtConfig {
 }
 
 impl JwtConfig {
-    pub fn from_lookup(
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Option<Self>, ConfigError> {
-        let secret = match lookup("GIGACHAT_PROXY_JWT_SECRET") {
+    pub fn from_env(env: &Env<'_>) -> Result<Option<Self>, ConfigError> {
+        let secret = match env.get("GIGACHAT_PROXY_JWT_SECRET") {
             Some(secret) if secret.len() < 32 => {
                 return Err(ConfigError {
                     variable: "GIGACHAT_PROXY_JWT_SECRET",
@@ -62,27 +60,24 @@ impl JwtConfig {
             }
             other => other.map(|s| Secret::new(s.into_bytes())),
         };
-        let jwks_url = match lookup("GIGACHAT_PROXY_JWKS_URL") {
-            None => None,
-            Some(url) => Some(
-                Url::parse(url.trim())
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some())
-                    .ok_or_else(|| ConfigError {
-                        variable: "GIGACHAT_PROXY_JWKS_URL",
-                        problem: "must be an http(s) URL of a JSON Web Key Set".into(),
-                    })?,
-            ),
-        };
+        let jwks_url = env.parse("GIGACHAT_PROXY_JWKS_URL", |url| {
+            crate::config::env::http_url(url)
+                .map_err(|_| "must be an http(s) URL of a JSON Web Key Set".to_owned())
+        })?;
         if secret.is_none() && jwks_url.is_none() {
             return Ok(None);
         }
         Ok(Some(Self {
             secret,
             jwks_url,
-            issuer: lookup("GIGACHAT_PROXY_JWT_ISSUER").map(|s| s.trim().to_owned()),
-            audience: lookup("GIGACHAT_PROXY_JWT_AUDIENCE").map(|s| s.trim().to_owned()),
-            required_scope: lookup("GIGACHAT_PROXY_JWT_REQUIRED_SCOPE")
+            issuer: env
+                .get("GIGACHAT_PROXY_JWT_ISSUER")
+                .map(|s| s.trim().to_owned()),
+            audience: env
+                .get("GIGACHAT_PROXY_JWT_AUDIENCE")
+                .map(|s| s.trim().to_owned()),
+            required_scope: env
+                .get("GIGACHAT_PROXY_JWT_REQUIRED_SCOPE")
                 .map(|s| s.trim().to_owned()),
         }))
     }

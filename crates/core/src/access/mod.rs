@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, header};
 use sha2::{Digest, Sha256};
 
-use crate::config::ConfigError;
+use crate::config::env::{ConfigError, Env};
 use crate::error::Error;
 use crate::secret::Secret;
 use crate::session::SessionKeys;
@@ -69,11 +69,11 @@ pub struct AccessConfig {
 }
 
 impl AccessConfig {
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let api_keys = api_keys::parse(lookup("GIGACHAT_PROXY_API_KEYS").as_deref())?;
-        let jwt = jwt::JwtConfig::from_lookup(lookup)?;
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let api_keys = api_keys::parse(env.get("GIGACHAT_PROXY_API_KEYS").as_deref())?;
+        let jwt = jwt::JwtConfig::from_env(env)?;
         let has_credentials = !api_keys.is_empty() || jwt.is_some();
-        let mode = match lookup("GIGACHAT_PROXY_AUTH").as_deref().map(str::trim) {
+        let mode = match env.get("GIGACHAT_PROXY_AUTH").as_deref().map(str::trim) {
             None if has_credentials => AuthMode::Required,
             None | Some("open") => AuthMode::Open,
             Some("required") if has_credentials => AuthMode::Required,
@@ -90,20 +90,12 @@ impl AccessConfig {
                 });
             }
         };
-        let trusted_hops = match lookup("GIGACHAT_PROXY_TRUSTED_HOPS") {
-            None => 0,
-            Some(value) => value
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n <= 10)
-                .ok_or_else(|| ConfigError {
-                    variable: "GIGACHAT_PROXY_TRUSTED_HOPS",
-                    problem:
-                        "must be a whole number from 0 to 10 (the proxies in front of this one)"
-                            .into(),
-                })?,
-        };
+        let trusted_hops = env
+            .parse("GIGACHAT_PROXY_TRUSTED_HOPS", |value| {
+                crate::config::env::count(value, 0..=10)
+                    .map_err(|problem| format!("{problem} (the proxies in front of this one)"))
+            })?
+            .unwrap_or(0);
         Ok(Self {
             mode,
             api_keys,
@@ -276,7 +268,7 @@ impl Access {
     /// The client's address from the platform's trusted source.
     pub fn client_ip(
         &self,
-        platform: crate::config::Platform,
+        platform: crate::config::env::Platform,
         headers: &HeaderMap,
         addr: Option<&ClientAddr>,
     ) -> Option<IpAddr> {
@@ -340,11 +332,11 @@ mod tests {
     const API_KEY: &str = "first-key-0123456789";
 
     fn config(vars: &[(&str, &str)]) -> AccessConfig {
-        AccessConfig::from_lookup(&|name| {
+        AccessConfig::from_env(&Env::new(&|name| {
             vars.iter()
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| (*v).to_owned())
-        })
+        }))
         .unwrap()
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::ConfigError;
+use crate::config::env::{self, ConfigError, Env};
 
 pub const VAR_MODELS_TTL: &str = "GIGACHAT_PROXY_MODELS_CACHE_TTL";
 pub const VAR_CHAT_TTL: &str = "GIGACHAT_PROXY_CHAT_CACHE_TTL";
@@ -40,24 +40,14 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    /// Reads the cache variables; `lookup` returns `None` for unset or blank
-    /// variables.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let max_entries = match lookup(VAR_MAX_ENTRIES) {
-            None => DEFAULT_MAX_ENTRIES,
-            Some(value) => match value.trim().parse::<usize>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => n,
-                _ => {
-                    return Err(ConfigError {
-                        variable: VAR_MAX_ENTRIES,
-                        problem: "must be a whole number from 1 to 1000000".into(),
-                    });
-                }
-            },
-        };
+    /// Reads the cache variables.
+    pub fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let max_entries = env
+            .count(VAR_MAX_ENTRIES, 1..=1_000_000)?
+            .unwrap_or(DEFAULT_MAX_ENTRIES);
         Ok(Self {
-            models_ttl: parse_ttl(lookup, VAR_MODELS_TTL, Some(DEFAULT_MODELS_TTL))?,
-            chat_ttl: parse_ttl(lookup, VAR_CHAT_TTL, None)?,
+            models_ttl: parse_ttl(env, VAR_MODELS_TTL, Some(DEFAULT_MODELS_TTL))?,
+            chat_ttl: parse_ttl(env, VAR_CHAT_TTL, None)?,
             max_entries,
             max_entry_bytes: MAX_ENTRY_BYTES,
         })
@@ -80,28 +70,25 @@ impl CacheConfig {
 
 /// `off` (or `0`) turns it off; otherwise seconds, decimals allowed.
 fn parse_ttl(
-    lookup: &dyn Fn(&str) -> Option<String>,
+    env: &Env<'_>,
     variable: &'static str,
     default: Option<Duration>,
 ) -> Result<Option<Duration>, ConfigError> {
-    let Some(value) = lookup(variable) else {
-        return Ok(default);
-    };
-    let value = value.trim();
-    if value.eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    match value.parse::<f64>() {
-        Ok(0.0) => Ok(None),
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_TTL.as_secs_f64() => {
-            // Redis `PX` counts whole milliseconds.
-            Ok(Some(Duration::from_millis((secs * 1000.0).ceil() as u64)))
+    let ttl = env.off_or(variable, default.map(Some), |value| {
+        if value.parse::<f64>() == Ok(0.0) {
+            return Ok(None);
         }
-        _ => Err(ConfigError {
-            variable,
-            problem: "must be `off` or a number of seconds up to 2592000 (30 days)".into(),
-        }),
-    }
+        let max = u32::try_from(MAX_TTL.as_secs()).unwrap_or(u32::MAX);
+        env::positive_seconds(value, max)
+            // Redis `PX` counts whole milliseconds.
+            .map(|ttl| {
+                Some(Duration::from_millis(
+                    ttl.as_nanos().div_ceil(1_000_000) as u64
+                ))
+            })
+            .map_err(|_| "must be `off` or a number of seconds up to 2592000 (30 days)".to_owned())
+    })?;
+    Ok(ttl.flatten())
 }
 
 #[cfg(test)]
@@ -115,7 +102,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        CacheConfig::from_lookup(&|name| map.get(name).cloned())
+        CacheConfig::from_env(&Env::new(&|name| map.get(name).cloned()))
     }
 
     #[test]

@@ -13,11 +13,9 @@
 //!   `stop` — never `length` (truncated), `blacklist`, `error` or
 //!   `function_call`, which a repeat should not replay.
 //!
-//! The key is a SHA-256 over the proxy's credential fingerprint, the scope
-//! (`global` or the identity), the method, the resolved upstream URL (so
-//! `models` and `v1/models` are one entry, while `v1/` and `v2/` chat stay
-//! apart) and the request body in canonical JSON (keys sorted, no
-//! whitespace), so the same request written differently is the same entry.
+//! Which of these a request is comes from its [`Endpoint`], classified once
+//! by the API route; how its key is made, and what answer is complete
+//! enough to store, is in `key.rs`.
 //!
 //! The entries live in this instance's memory, or in Redis under
 //! `{prefix}:v1:cache:{sha256}` (with `PX` = the TTL) when `REDIS_URL` is
@@ -29,17 +27,15 @@
 //! request). Answers carry `X-Cache: HIT` or `MISS`; requests that cannot be
 //! cached carry neither.
 
-mod config;
+pub(crate) mod config;
+mod key;
 mod memory;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use serde::Deserialize;
-use serde_json::Value;
-use sha2::{Digest, Sha256};
+use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
 
 pub use config::{
     CacheConfig, DEFAULT_MAX_ENTRIES, DEFAULT_MODELS_TTL, MAX_ENTRY_BYTES, MEMORY_BUDGET_BYTES,
@@ -47,7 +43,9 @@ pub use config::{
 };
 
 use crate::body::ProxyBody;
-use crate::shared_redis::{SharedRedis, Unavailable, WarnEvery};
+use crate::endpoint::Endpoint;
+use crate::redis::{SharedRedis, Unavailable, WarnEvery};
+use key::{CacheKey, Kind, canonical_chat_body};
 use memory::MemoryStore;
 
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -131,50 +129,6 @@ impl Entry {
     }
 }
 
-/// Which answers a key may store, and for how long.
-pub(crate) struct CacheKey {
-    digest: [u8; 32],
-    ttl: Duration,
-    kind: Kind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Models,
-    ChatV1,
-    ChatV2,
-}
-
-impl Kind {
-    /// Whether a 200 JSON answer is complete enough to be replayed.
-    fn accepts(self, body: &[u8]) -> bool {
-        #[derive(Deserialize)]
-        struct V1 {
-            choices: Vec<Choice>,
-        }
-        #[derive(Deserialize)]
-        struct Choice {
-            finish_reason: Option<String>,
-        }
-        #[derive(Deserialize)]
-        struct V2 {
-            finish_reason: Option<String>,
-        }
-        match self {
-            Kind::Models => serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(),
-            Kind::ChatV1 => serde_json::from_slice::<V1>(body).is_ok_and(|answer| {
-                !answer.choices.is_empty()
-                    && answer
-                        .choices
-                        .iter()
-                        .all(|c| c.finish_reason.as_deref() == Some("stop"))
-            }),
-            Kind::ChatV2 => serde_json::from_slice::<V2>(body)
-                .is_ok_and(|answer| answer.finish_reason.as_deref() == Some("stop")),
-        }
-    }
-}
-
 enum Store {
     Memory(MemoryStore),
     Redis(Arc<SharedRedis>),
@@ -204,7 +158,7 @@ impl ResponseCache {
             config: config.clone(),
             namespace: namespace.to_owned(),
             store,
-            warnings: WarnEvery::new(crate::shared_redis::WARN_EVERY),
+            warnings: WarnEvery::new(crate::redis::WARN_EVERY),
         }
     }
 
@@ -218,11 +172,13 @@ impl ResponseCache {
     }
 
     /// The key of a request that may be answered from the cache, or `None`.
-    /// `parts.uri` is the proxy's own path (`/api/gigachat-api/…`), `url`
-    /// the upstream URL it resolved to, `identity` the caller's identity key.
+    /// `endpoint` is the call's kind (classified once by the API route),
+    /// `url` the upstream URL it resolved to, `identity` the caller's
+    /// identity key.
     pub(crate) fn key(
         &self,
         parts: &http::request::Parts,
+        endpoint: Endpoint,
         url: &http::Uri,
         body: &[u8],
         identity: &str,
@@ -230,56 +186,42 @@ impl ResponseCache {
         if !self.config.is_enabled() {
             return None;
         }
-        let client_path = parts
-            .uri
-            .path()
-            .strip_prefix(crate::routes::API_PREFIX)
-            .unwrap_or_default();
-        let (version, path) = match client_path.split_once('/') {
-            Some((first, rest)) if is_version(first) => (Some(first), rest),
-            _ => (None, client_path),
-        };
-        let is_models = path == "models"
-            || path
-                .strip_prefix("models/")
-                .is_some_and(|id| !id.is_empty() && !id.contains('/'));
-        let (kind, ttl, scope, canonical) = if parts.method == Method::GET && is_models {
-            if !body.is_empty() {
-                return None;
+        let (kind, ttl, scope, canonical) = match endpoint {
+            // `HEAD` is the same kind, but only a `GET` answer has the body
+            // a later `GET` would need.
+            Endpoint::Models | Endpoint::Model if parts.method == Method::GET => {
+                if !body.is_empty() {
+                    return None;
+                }
+                (Kind::Models, self.config.models_ttl?, "global", Vec::new())
             }
-            (Kind::Models, self.config.models_ttl?, "global", Vec::new())
-        } else if parts.method == Method::POST && path == "chat/completions" {
-            let ttl = self.config.chat_ttl?;
-            let v2 = version == Some("v2")
-                || (version.is_none() && url.path().ends_with("/v2/chat/completions"));
-            let kind = if v2 { Kind::ChatV2 } else { Kind::ChatV1 };
-            (
-                kind,
-                ttl,
-                identity,
-                canonical_chat_body(&parts.headers, body)?,
-            )
-        } else {
-            return None;
+            Endpoint::Chat | Endpoint::ChatV2 => {
+                let ttl = self.config.chat_ttl?;
+                let kind = if endpoint == Endpoint::ChatV2 {
+                    Kind::ChatV2
+                } else {
+                    Kind::ChatV1
+                };
+                (
+                    kind,
+                    ttl,
+                    identity,
+                    canonical_chat_body(&parts.headers, body)?,
+                )
+            }
+            _ => return None,
         };
-        let mut hasher = Sha256::new();
-        hasher.update(b"gigachat-proxy response cache v1\0");
-        for field in [
-            self.namespace.as_bytes(),
-            scope.as_bytes(),
-            parts.method.as_str().as_bytes(),
-            url.to_string().as_bytes(),
-            &canonical,
-        ] {
-            // Length-prefixed, so no two different tuples hash alike.
-            hasher.update((field.len() as u64).to_be_bytes());
-            hasher.update(field);
-        }
-        Some(CacheKey {
-            digest: hasher.finalize().into(),
-            ttl,
+        Some(CacheKey::new(
             kind,
-        })
+            ttl,
+            [
+                self.namespace.as_bytes(),
+                scope.as_bytes(),
+                parts.method.as_str().as_bytes(),
+                url.to_string().as_bytes(),
+                &canonical,
+            ],
+        ))
     }
 
     /// The cached answer for `key`, ready to send (`X-Cache: HIT`), or
@@ -402,70 +344,6 @@ impl ResponseCache {
     }
 }
 
-fn is_version(segment: &str) -> bool {
-    segment.len() >= 2
-        && segment.starts_with('v')
-        && segment[1..].bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The chat request in canonical JSON, or `None` when it must not be
-/// cached: not declared JSON, not a JSON object, or asking to stream (any
-/// `stream` other than `false`/`null`: a streamed answer is never cached,
-/// and an odd value is GigaChat's to judge).
-fn canonical_chat_body(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
-    if !is_json {
-        return None;
-    }
-    let value: Value = serde_json::from_slice(body).ok()?;
-    let object = value.as_object()?;
-    if !matches!(
-        object.get("stream"),
-        None | Some(Value::Null | Value::Bool(false))
-    ) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(body.len());
-    write_canonical(&value, &mut out);
-    Some(out)
-}
-
-/// Compact JSON with object keys sorted, whatever order serde_json's `Map`
-/// keeps (with its `preserve_order` feature it would keep the client's).
-/// Depth is bounded by serde_json's recursion limit on parsing.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut fields: Vec<(&String, &Value)> = map.iter().collect();
-            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (n, (name, field)) in fields.into_iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(Value::String(name.clone()).to_string().as_bytes());
-                out.push(b':');
-                write_canonical(field, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (n, item) in items.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -476,6 +354,7 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use reqwest::Url;
+    use std::time::Duration;
 
     const BASE: &str = "http://127.0.0.1:9/api/v1";
 
@@ -505,42 +384,16 @@ mod tests {
     ) -> Option<[u8; 32]> {
         let base = crate::path::UpstreamBase::new(&Url::parse(BASE).unwrap());
         let url = base.resolve(path, None).unwrap();
+        let endpoint = Endpoint::classify(&method, path, base.default_version());
         cache
-            .key(&parts(method, path, true), &url, body.as_bytes(), who)
+            .key(
+                &parts(method, path, true),
+                endpoint,
+                &url,
+                body.as_bytes(),
+                who,
+            )
             .map(|k| k.digest)
-    }
-
-    #[test]
-    fn canonical_json_ignores_key_order_and_whitespace() {
-        let headers = parts(Method::POST, "chat/completions", true).headers;
-        let a = canonical_chat_body(
-            &headers,
-            br#"{"model":"GigaChat","messages":[{"role":"user","content":"hi \"x\""}],"temperature":0.5}"#,
-        )
-        .unwrap();
-        let b = canonical_chat_body(
-            &headers,
-            b"{ \"temperature\" : 0.5,\n \"messages\": [ {\"content\":\"hi \\\"x\\\"\", \"role\":\"user\"} ],\"model\":\"GigaChat\" }",
-        )
-        .unwrap();
-        assert_eq!(a, b);
-        assert_eq!(
-            String::from_utf8(a).unwrap(),
-            r#"{"messages":[{"content":"hi \"x\"","role":"user"}],"model":"GigaChat","temperature":0.5}"#
-        );
-    }
-
-    #[test]
-    fn streaming_odd_and_non_json_requests_are_not_cacheable() {
-        let json = parts(Method::POST, "chat/completions", true).headers;
-        assert!(canonical_chat_body(&json, br#"{"stream":true}"#).is_none());
-        assert!(canonical_chat_body(&json, br#"{"stream":"yes"}"#).is_none());
-        assert!(canonical_chat_body(&json, br#"{"stream":false}"#).is_some());
-        assert!(canonical_chat_body(&json, br#"{"stream":null}"#).is_some());
-        assert!(canonical_chat_body(&json, b"[1]").is_none());
-        assert!(canonical_chat_body(&json, b"{not json").is_none());
-        let form = parts(Method::POST, "chat/completions", false).headers;
-        assert!(canonical_chat_body(&form, br#"{"model":"x"}"#).is_none());
     }
 
     #[test]
@@ -586,24 +439,6 @@ mod tests {
     }
 
     #[test]
-    fn only_complete_answers_are_accepted() {
-        let stop = br#"{"choices":[{"message":{"content":"x"},"index":0,"finish_reason":"stop"}]}"#;
-        assert!(Kind::ChatV1.accepts(stop));
-        for reason in ["length", "blacklist", "error", "function_call"] {
-            let body = format!(r#"{{"choices":[{{"index":0,"finish_reason":"{reason}"}}]}}"#);
-            assert!(!Kind::ChatV1.accepts(body.as_bytes()), "{reason}");
-        }
-        let mixed = br#"{"choices":[{"finish_reason":"stop"},{"finish_reason":"length"}]}"#;
-        assert!(!Kind::ChatV1.accepts(mixed));
-        assert!(!Kind::ChatV1.accepts(br#"{"choices":[]}"#));
-        assert!(!Kind::ChatV1.accepts(br#"{"status":429,"message":"x"}"#));
-        assert!(Kind::ChatV2.accepts(br#"{"messages":[],"finish_reason":"stop"}"#));
-        assert!(!Kind::ChatV2.accepts(br#"{"messages":[],"finish_reason":"length"}"#));
-        assert!(Kind::Models.accepts(br#"{"object":"list","data":[]}"#));
-        assert!(!Kind::Models.accepts(b"{truncated"));
-    }
-
-    #[test]
     fn entries_survive_encoding() {
         let entry = Entry {
             content_type: HeaderValue::from_static("application/json; charset=utf-8"),
@@ -623,7 +458,9 @@ mod tests {
         let base = crate::path::UpstreamBase::new(&Url::parse(BASE).unwrap());
         let url = base.resolve("chat/completions", None).unwrap();
         let request = parts(Method::POST, "chat/completions", true);
-        let key = cache.key(&request, &url, body.as_bytes(), "a").unwrap();
+        let key = cache
+            .key(&request, Endpoint::Chat, &url, body.as_bytes(), "a")
+            .unwrap();
         assert!(cache.lookup(&key).await.is_none());
 
         let answer = |status: StatusCode, text: &'static str| {

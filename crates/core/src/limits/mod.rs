@@ -51,7 +51,7 @@ impl RateLimitInfo {
     }
 }
 
-mod config;
+pub(crate) mod config;
 mod memory;
 mod redis_store;
 
@@ -61,9 +61,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-pub use config::{FailureMode, LimitsConfig, Rate, RedisConfig};
+pub use crate::redis::FailureMode;
+pub use config::{LimitsConfig, Rate};
 
 use crate::error::Error;
+use crate::redis::RedisConfig;
 use memory::{MemoryRates, MemoryStreamLease, MemoryStreams};
 use redis_store::{RedisLease, RedisStore, Unavailable};
 
@@ -105,14 +107,26 @@ const UPSTREAM_POLL_MIN: Duration = Duration::from_millis(10);
 const UPSTREAM_POLL_MAX: Duration = Duration::from_millis(200);
 
 impl Limiter {
+    /// Limits kept in this instance's memory.
     pub fn new(config: &LimitsConfig) -> Limiter {
-        let redis = config
-            .redis
-            .as_ref()
-            .map(|redis| Arc::new(RedisStore::new(redis)));
-        let upstream_key = redis.as_ref().map_or_else(String::new, |redis| {
-            redis.key("upstream", &config.credential_id)
-        });
+        Self::build(config, None)
+    }
+
+    /// Limits shared through `redis` by every instance (falling back to
+    /// this one's memory as `redis.failure` says). `credential_id` names
+    /// the GigaChat key the upstream guard counts for (see
+    /// `Config::credential_id`), so deployments with different keys can
+    /// share one Redis without sharing a guard.
+    pub fn shared(config: &LimitsConfig, redis: &RedisConfig, credential_id: &str) -> Limiter {
+        Self::build(config, Some((redis, credential_id)))
+    }
+
+    fn build(config: &LimitsConfig, shared: Option<(&RedisConfig, &str)>) -> Limiter {
+        let redis = shared.map(|(redis, _)| Arc::new(RedisStore::new(redis)));
+        let upstream_key = match (&redis, shared) {
+            (Some(store), Some((_, credential_id))) => store.key("upstream", credential_id),
+            _ => String::new(),
+        };
         let upstream = config.upstream_concurrency.map(|limit| {
             let permits = usize::try_from(limit)
                 .unwrap_or(Semaphore::MAX_PERMITS)
@@ -247,7 +261,7 @@ impl Limiter {
                 }
                 // Jitter spreads the instances' retries so they do not poll
                 // in lockstep; the pause grows so a long queue stays cheap.
-                let jittered = pause.mul_f64(0.5 + jitter());
+                let jittered = pause / 2 + crate::jitter::up_to(pause);
                 tokio::time::sleep(jittered.min(deadline - now)).await;
                 pause = (pause * 2).min(UPSTREAM_POLL_MAX);
             }
@@ -282,11 +296,6 @@ fn busy(started: Instant) -> Error {
 /// A random lease id: 128 bits, so two instances never collide.
 fn lease_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-/// A random number in [0, 1).
-fn jitter() -> f64 {
-    (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
 }
 
 /// One open stream's slot; dropping it frees the slot (in Redis: a spawned
@@ -354,14 +363,9 @@ mod tests {
 
     #[test]
     fn new_needs_no_runtime_and_does_not_connect() {
-        let config = LimitsConfig::disabled()
-            .with_redis(
-                "redis://127.0.0.1:1",
-                FailureMode::Open,
-                Duration::from_millis(50),
-            )
-            .unwrap();
-        let limiter = Limiter::new(&config);
+        let mut redis = RedisConfig::from_url("redis://127.0.0.1:1").unwrap();
+        redis.timeout = Duration::from_millis(50);
+        let limiter = Limiter::shared(&LimitsConfig::disabled(), &redis, "default");
         assert_eq!(limiter.backend(), "redis");
         assert_eq!(Limiter::new(&LimitsConfig::disabled()).backend(), "memory");
     }
@@ -484,25 +488,14 @@ mod tests {
         base.rate = Some(rate(1, 60));
         base.max_streams = Some(1);
         base.upstream_concurrency = Some(1);
-        let open = Limiter::new(
-            &base
-                .clone()
-                .with_redis(
-                    "redis://127.0.0.1:1",
-                    FailureMode::Open,
-                    Duration::from_millis(100),
-                )
-                .unwrap(),
-        );
-        let closed = Limiter::new(
-            &base
-                .with_redis(
-                    "redis://127.0.0.1:1",
-                    FailureMode::Closed,
-                    Duration::from_millis(100),
-                )
-                .unwrap(),
-        );
+        let redis = |failure| {
+            let mut redis = RedisConfig::from_url("redis://127.0.0.1:1").unwrap();
+            redis.failure = failure;
+            redis.timeout = Duration::from_millis(100);
+            redis
+        };
+        let open = Limiter::shared(&base, &redis(FailureMode::Open), "default");
+        let closed = Limiter::shared(&base, &redis(FailureMode::Closed), "default");
         let bound = Duration::from_secs(2);
 
         // Open: the per-instance limits still apply.

@@ -25,8 +25,8 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 
-use super::config::{FailureMode, Rate, RedisConfig};
-use crate::shared_redis::{SharedRedis, WARN_EVERY, WarnEvery};
+use super::config::Rate;
+use crate::redis::{FailureMode, RedisConfig, SharedRedis, WARN_EVERY, WarnEvery};
 
 /// How long a stream or upstream lease lives without a heartbeat. Short, so
 /// an instance that crashed, hit its platform's time limit or was frozen
@@ -305,14 +305,9 @@ mod tests {
 
     #[test]
     fn keys_are_versioned_and_bounded() {
-        let config = super::super::config::LimitsConfig::disabled()
-            .with_redis(
-                "redis://127.0.0.1:1",
-                FailureMode::Open,
-                Duration::from_millis(10),
-            )
-            .unwrap();
-        let store = RedisStore::new(config.redis.as_ref().unwrap());
+        let mut config = RedisConfig::from_url("redis://127.0.0.1:1").unwrap();
+        config.timeout = Duration::from_millis(10);
+        let store = RedisStore::new(&config);
         assert_eq!(
             store.key("rate", "sub:alice"),
             "gigachat-proxy:v1:rate:sub:alice"

@@ -23,6 +23,7 @@ use super::request_body::RequestBody;
 use crate::Proxy;
 use crate::Ready;
 use crate::body::{BoxError, ProxyBody};
+use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::observe::{RequestLog, Usage};
 use crate::upstream::body::{BodyLimits, UpstreamBody};
@@ -77,7 +78,11 @@ where
         .strip_prefix(super::API_PREFIX)
         .unwrap_or_default();
     let url = ready.base.resolve(client_path, request.uri().query())?;
-    let retryable = is_safe_to_repeat(request.method(), client_path);
+    // The one classification of this call: retries, the cache, the log
+    // line and the metrics all read this value.
+    let endpoint = Endpoint::classify(request.method(), client_path, ready.base.default_version());
+    log.endpoint = Some(endpoint);
+    let retryable = endpoint.safe_to_repeat(request.method());
     let client_ip = ready.access.client_ip(
         ready.config.platform,
         request.headers(),
@@ -112,7 +117,9 @@ where
     // A cached answer skips the stream slot, the upstream slot and the
     // token; authentication and the rate limit above still apply. The
     // outcome travels in the response's extensions (`cache::CacheOutcome`).
-    let cache_key = ready.cache.key(&parts, &url, &body, &identity.key);
+    let cache_key = ready
+        .cache
+        .key(&parts, endpoint, &url, &body, &identity.key);
     if let Some(key) = &cache_key
         && let Some(mut response) = ready.cache.lookup(key).await
     {
@@ -171,20 +178,6 @@ struct Outgoing {
     headers: HeaderMap,
     body: Bytes,
     retryable: bool,
-}
-
-/// Requests GigaChat answers without side effects, so a transient failure
-/// can be retried: reads, and the POSTs that only compute (chat,
-/// embeddings, token counts). Uploads and deletions are never repeated.
-fn is_safe_to_repeat(method: &Method, client_path: &str) -> bool {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return true;
-    }
-    let path = client_path
-        .strip_prefix("v1/")
-        .or_else(|| client_path.strip_prefix("v2/"))
-        .unwrap_or(client_path);
-    *method == Method::POST && matches!(path, "chat/completions" | "embeddings" | "tokens/count")
 }
 
 /// What the proxy reads of a request body: the model (for the log) and
@@ -757,17 +750,6 @@ fn build(status: StatusCode, headers: HeaderMap, body: ProxyBody) -> Response<Pr
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    #[test]
-    fn only_side_effect_free_calls_are_repeated() {
-        assert!(is_safe_to_repeat(&Method::GET, "files/abc/content"));
-        assert!(is_safe_to_repeat(&Method::POST, "chat/completions"));
-        assert!(is_safe_to_repeat(&Method::POST, "v2/chat/completions"));
-        assert!(is_safe_to_repeat(&Method::POST, "v1/embeddings"));
-        assert!(!is_safe_to_repeat(&Method::POST, "files"));
-        assert!(!is_safe_to_repeat(&Method::POST, "files/abc/delete"));
-        assert!(!is_safe_to_repeat(&Method::DELETE, "files/abc"));
-    }
 
     #[test]
     fn error_objects_are_recognised_only_in_their_shape() {

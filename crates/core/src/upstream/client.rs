@@ -48,7 +48,7 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn new(config: &Config, tls: &TlsConfig) -> Result<Self, Error> {
+    pub fn new(config: &Config, tls: &TlsConfig) -> Self {
         let mut http = HttpConnector::new();
         // The scheme is the TLS layer's business (https, or http for a
         // local emulator).
@@ -56,10 +56,11 @@ impl UpstreamClient {
         http.set_nodelay(true);
         http.set_keepalive(Some(TCP_KEEPALIVE));
         http.set_connect_timeout(Some(config.connect_timeout));
-        let tls_config = tls.client_config().map_err(Error::Config)?;
         warn_if_unverified(tls);
+        // A copy of the shared configuration (its roots, verifier and
+        // identity are behind `Arc`s): the connector sets its own ALPN.
         let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config)
+            .with_tls_config(rustls::ClientConfig::clone(tls.client_config()))
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -70,10 +71,10 @@ impl UpstreamClient {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .http2_adaptive_window(true)
             .build(connector);
-        Ok(Self {
+        Self {
             inner,
             user_agent: HeaderValue::from_static(USER_AGENT),
-        })
+        }
     }
 
     /// Sends one request; resolves when the response headers are in (the
@@ -100,7 +101,7 @@ pub fn build(config: &Config) -> Result<reqwest::Client, Error> {
 /// (the Redis limiter, JWKS fetches) trusts the extra roots or skips
 /// verification.
 pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Client, Error> {
-    apply_tls(reqwest::Client::builder(), tls)?
+    apply_tls(reqwest::Client::builder(), tls)
         .connect_timeout(config.connect_timeout)
         // Longest silence between two reads: bounds a stalled answer.
         .read_timeout(config.stream_idle_timeout)
@@ -119,14 +120,14 @@ pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Clien
 pub(crate) fn apply_tls(
     builder: reqwest::ClientBuilder,
     tls: &TlsConfig,
-) -> Result<reqwest::ClientBuilder, Error> {
-    let mut config = tls.client_config().map_err(Error::Config)?;
+) -> reqwest::ClientBuilder {
+    let mut config = rustls::ClientConfig::clone(tls.client_config());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(builder.use_preconfigured_tls(config))
+    builder.use_preconfigured_tls(config)
 }
 
 fn warn_if_unverified(tls: &TlsConfig) {
-    if !tls.verify {
+    if !tls.verify() {
         tracing::warn!(
             variable = tls::VERIFY_SSL_CERTS,
             "GIGACHAT_VERIFY_SSL_CERTS=false: TLS certificate verification toward GigaChat is OFF. \

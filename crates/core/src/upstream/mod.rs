@@ -4,6 +4,7 @@
 pub mod body;
 pub mod client;
 pub mod connector;
+pub(crate) mod oauth;
 pub(crate) mod retry;
 pub(crate) mod shared_token;
 pub mod sse;

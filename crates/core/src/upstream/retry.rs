@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, header};
 
 use crate::config::RetryPolicy;
+use crate::jitter;
 
 /// The longest `Retry-After` honoured: a longer one would outlast any sane
 /// `GIGACHAT_TIMEOUT`, and the deadline check then ends the retries anyway.
@@ -17,8 +18,7 @@ const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// do not retry together.
 pub(crate) fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
     let base = policy.backoff_factor.saturating_mul(1u32 << retry.min(16));
-    let jitter_permille = (uuid::Uuid::new_v4().as_u128() % 500) as u32;
-    base + base.saturating_mul(jitter_permille) / 1000
+    base.saturating_add(jitter::up_to(base / 2))
 }
 
 /// `Retry-After` in whole seconds (GigaChat does not send HTTP dates),

@@ -16,10 +16,11 @@
 //!   released by a compare-and-delete script so a slow instance never frees
 //!   a lock that expired and was taken by another.
 //!
-//! [`TokenManager`](super::token::TokenManager) drives the protocol; this
-//! module only speaks Redis. Every failure is reported as [`Unavailable`]
-//! and logged here at most every 10 s; the caller then does what it did
-//! before Redis existed (its own OAuth call).
+//! [`SharedToken::obtain`] runs the protocol for a refresh of
+//! [`TokenManager`](super::token::TokenManager), which hands it the way to
+//! fetch a token itself (the OAuth exchange with its retries). Every Redis
+//! failure is logged here at most every 10 s, and the refresh then does what
+//! it did before Redis existed: it fetches its own token.
 //!
 //! **Security.** The value is a live GigaChat access token (30 minutes):
 //! anyone who can read this Redis can call GigaChat on the proxy's key until
@@ -28,14 +29,17 @@
 //! it print `***`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::oauth::{Grant, describe_oauth_error};
+use crate::error::{Error, TransportCause};
+use crate::jitter;
+use crate::redis::{SharedRedis, Unavailable, WARN_EVERY, WarnEvery};
 use crate::secret::Secret;
-use crate::shared_redis::{SharedRedis, Unavailable, WARN_EVERY, WarnEvery};
 
 /// How long a lock holder may take before another instance may try; an
 /// OAuth call that takes longer than this is rare (and then two instances
@@ -46,6 +50,11 @@ pub(crate) const LOCK_TTL: Duration = Duration::from_secs(10);
 /// enough for every waiter (polling at most every ~0.4 s) to see it, short
 /// enough that the next requests soon try OAuth again.
 pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(2);
+
+/// Waiting for another instance's OAuth call: the first look comes soon (an
+/// OAuth call takes a few hundred ms), later ones back off to this.
+const POLL_MIN: Duration = Duration::from_millis(25);
+const POLL_MAX: Duration = Duration::from_millis(250);
 
 /// KEYS[1] = the token key. Returns nil, or {value, PTTL in ms}, read
 /// atomically so the TTL belongs to the value.
@@ -89,7 +98,7 @@ struct StoredFailure {
 
 /// What the token key holds.
 #[derive(Debug)]
-pub(crate) enum Entry {
+enum Entry {
     Token(Found),
     /// The last lock holder's OAuth exchange failed moments ago.
     Failed(Failure),
@@ -119,11 +128,11 @@ pub(crate) enum Cause {
 }
 
 /// A token found in Redis.
-pub(crate) struct Found {
-    pub(crate) access_token: Secret<String>,
-    pub(crate) expires_at_ms: u64,
+struct Found {
+    access_token: Secret<String>,
+    expires_at_ms: u64,
     /// How long it stays fresh (the key's remaining TTL).
-    pub(crate) fresh_for: Duration,
+    fresh_for: Duration,
 }
 
 impl std::fmt::Debug for Found {
@@ -138,8 +147,41 @@ impl std::fmt::Debug for Found {
 
 /// A held lock; released with [`SharedToken::release`] (or it expires).
 #[derive(Debug)]
-pub(crate) struct Lock {
+struct Lock {
     owner: String,
+}
+
+/// The lock, held by this instance while it fetches a token for every
+/// instance: handed to the fetch so it can keep the lock through its waits.
+pub(crate) struct Holding<'a> {
+    shared: &'a SharedToken,
+    lock: &'a Lock,
+}
+
+impl Holding<'_> {
+    /// Keeps the lock ours through a wait of `wait` before a retry, so no
+    /// other instance calls OAuth meanwhile.
+    pub(crate) async fn extend_over(&self, wait: Duration) {
+        self.shared.extend(self.lock, LOCK_TTL + wait).await;
+    }
+}
+
+/// How an instance fetches a token itself: the OAuth exchange, with its
+/// retries when the refresh can wait for them.
+pub(crate) trait FetchToken: Sync {
+    /// With `holding`, this instance fetches for every instance and keeps
+    /// the lock through any wait before a retry.
+    fn fetch(
+        &self,
+        holding: Option<Holding<'_>>,
+    ) -> impl Future<Output = Result<Fresh, Error>> + Send;
+}
+
+/// A token and the moment it is due for refresh: one this instance
+/// fetched, or one it adopted from Redis.
+pub(crate) struct Fresh {
+    pub(crate) grant: Grant,
+    pub(crate) refresh_at: SystemTime,
 }
 
 pub(crate) struct SharedToken {
@@ -150,6 +192,10 @@ pub(crate) struct SharedToken {
     extend_script: Script,
     compare_and_delete: Script,
     warnings: WarnEvery,
+    /// The OAuth host and `GIGACHAT_TIMEOUT`, for the errors this instance
+    /// answers with on another instance's behalf.
+    oauth_host: String,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for SharedToken {
@@ -172,9 +218,15 @@ pub(crate) fn fingerprint(access_token: &str) -> [u8; 32] {
 }
 
 impl SharedToken {
-    /// `credential_id` is the limits' one-way fingerprint of the key; the
+    /// `credential_id` is the config's one-way fingerprint of the key; the
     /// scope is part of the key too, since a token is issued for one scope.
-    pub(crate) fn new(redis: Arc<SharedRedis>, credential_id: &str, scope: &str) -> Self {
+    pub(crate) fn new(
+        redis: Arc<SharedRedis>,
+        credential_id: &str,
+        scope: &str,
+        oauth_host: &str,
+        timeout: Duration,
+    ) -> Self {
         let key = redis.key("token", &format!("{credential_id}:{scope}"));
         Self {
             lock_key: format!("{key}:lock"),
@@ -184,6 +236,140 @@ impl SharedToken {
             extend_script: Script::new(EXTEND_SCRIPT),
             compare_and_delete: Script::new(COMPARE_AND_DELETE_SCRIPT),
             warnings: WarnEvery::new(WARN_EVERY),
+            oauth_host: oauth_host.to_owned(),
+            timeout,
+        }
+    }
+
+    /// A new token for one refresh (the caller's refresh lock held): the
+    /// one another instance stored, or, for the instance that wins the
+    /// lock, one it fetches itself and stores for everyone (or its final
+    /// failure, stored for the waiters). `rejected`: the fingerprint of the
+    /// token GigaChat last answered 401 to, never adopted again. `patient`:
+    /// wait for another instance's refresh; otherwise `None` when another
+    /// instance is refreshing (the caller has a usable token). Any Redis
+    /// failure means: fetch without a lock, as if no Redis were configured.
+    pub(crate) async fn obtain(
+        &self,
+        rejected: Option<&[u8; 32]>,
+        deadline: Instant,
+        patient: bool,
+        fetch: &impl FetchToken,
+    ) -> Result<Option<Fresh>, Error> {
+        match self.read(rejected).await {
+            Ok(found) => {
+                if let Some(settled) = found.and_then(|entry| self.settle(entry)) {
+                    return settled.map(Some);
+                }
+            }
+            Err(_) => return fetch.fetch(None).await.map(Some),
+        }
+        let mut pause = POLL_MIN;
+        loop {
+            match self.try_lock().await {
+                Ok(Some(lock)) => {
+                    return self
+                        .fetch_for_everyone(lock, rejected, patient, fetch)
+                        .await
+                        .map(Some);
+                }
+                Ok(None) if !patient => return Ok(None),
+                Ok(None) => {}
+                Err(_) => return fetch.fetch(None).await.map(Some),
+            }
+            // Another instance is calling OAuth: wait for what it stores.
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let jittered = pause / 2 + jitter::up_to(pause);
+            tokio::time::sleep(jittered.min(deadline - now)).await;
+            pause = (pause * 2).min(POLL_MAX);
+            match self.read(rejected).await {
+                Ok(found) => {
+                    if let Some(settled) = found.and_then(|entry| self.settle(entry)) {
+                        return settled.map(Some);
+                    }
+                }
+                Err(_) => return fetch.fetch(None).await.map(Some),
+            }
+        }
+        // Fetching here now would be the stampede the lock prevents: the
+        // holder is still retrying (it extends the lock), or died within the
+        // lock's TTL.
+        tracing::warn!(
+            "no shared GigaChat token appeared within the timeout while another instance held the lock"
+        );
+        Err(waited_too_long(self.timeout))
+    }
+
+    /// With the lock held: a fetch for every instance, the token or the
+    /// final failure stored for them, then the lock released.
+    async fn fetch_for_everyone(
+        &self,
+        lock: Lock,
+        rejected: Option<&[u8; 32]>,
+        patient: bool,
+        fetch: &impl FetchToken,
+    ) -> Result<Fresh, Error> {
+        // The previous holder may have stored its token (or its failure)
+        // just before it let go of the lock.
+        if let Ok(Some(settled)) = self
+            .read(rejected)
+            .await
+            .map(|found| found.and_then(|entry| self.settle(entry)))
+        {
+            self.release(lock).await;
+            return settled;
+        }
+        let fetched = fetch
+            .fetch(Some(Holding {
+                shared: self,
+                lock: &lock,
+            }))
+            .await;
+        match &fetched {
+            Ok(fresh) => {
+                let fresh_for = fresh
+                    .refresh_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                // A failure is logged by `publish`; this instance keeps its
+                // token.
+                let _ = self
+                    .publish(
+                        fresh.grant.access_token.expose(),
+                        fresh.grant.expires_at_ms(),
+                        fresh_for,
+                    )
+                    .await;
+            }
+            // One attempt ahead of expiry is not the fleet's verdict: an
+            // instance without a usable token still tries in full.
+            Err(err) if patient => {
+                if let Some(failure) = Failure::of(err) {
+                    self.publish_failure(failure).await;
+                }
+            }
+            Err(_) => {}
+        }
+        self.release(lock).await;
+        fetched
+    }
+
+    /// What an entry in Redis means for this refresh: a token to adopt, the
+    /// error another instance's refresh ended with, or (`None`) nothing
+    /// usable.
+    fn settle(&self, entry: Entry) -> Option<Result<Fresh, Error>> {
+        match entry {
+            Entry::Token(found) => adopt(found).map(Ok),
+            Entry::Failed(failure) => {
+                tracing::warn!(
+                    ?failure,
+                    "another instance's GigaChat OAuth call failed moments ago; answering with its error"
+                );
+                Some(Err(failure.into_error(&self.oauth_host, self.timeout)))
+            }
         }
     }
 
@@ -191,10 +377,7 @@ impl SharedToken {
     /// last lock holder. A stored token whose fingerprint is `rejected`
     /// (GigaChat answered 401 to it) is deleted — only if it is still the
     /// stored value — and reported as absent.
-    pub(crate) async fn read(
-        &self,
-        rejected: Option<&[u8; 32]>,
-    ) -> Result<Option<Entry>, Unavailable> {
+    async fn read(&self, rejected: Option<&[u8; 32]>) -> Result<Option<Entry>, Unavailable> {
         let key = self.key.as_str();
         let found: Option<(String, i64)> = self
             .redis
@@ -239,7 +422,7 @@ impl SharedToken {
     }
 
     /// `Some(lock)` when this instance may call OAuth for everyone.
-    pub(crate) async fn try_lock(&self) -> Result<Option<Lock>, Unavailable> {
+    async fn try_lock(&self) -> Result<Option<Lock>, Unavailable> {
         let owner = uuid::Uuid::new_v4().simple().to_string();
         let (key, value) = (self.lock_key.as_str(), owner.as_str());
         let ttl_ms = duration_ms(LOCK_TTL);
@@ -263,7 +446,7 @@ impl SharedToken {
     /// Keeps the lock ours for `ttl` more while the OAuth exchange is
     /// retried, so no other instance calls OAuth meanwhile. A failure only
     /// means another instance may call too, which is still correct.
-    pub(crate) async fn extend(&self, lock: &Lock, ttl: Duration) {
+    async fn extend(&self, lock: &Lock, ttl: Duration) {
         let (key, owner) = (self.lock_key.as_str(), lock.owner.as_str());
         let ttl_ms = duration_ms(ttl);
         let _ = self
@@ -283,7 +466,7 @@ impl SharedToken {
     /// Stores the lock holder's failure for [`FAILURE_TTL`], unless a token
     /// is stored (then the waiters take that instead). Called before the
     /// lock is released, so whoever takes it next sees the failure.
-    pub(crate) async fn publish_failure(&self, failure: Failure) {
+    async fn publish_failure(&self, failure: Failure) {
         let Ok(value) = serde_json::to_string(&StoredFailure { failed: failure }) else {
             return;
         };
@@ -306,7 +489,7 @@ impl SharedToken {
     }
 
     /// Frees the lock if it is still ours; a failure leaves it to expire.
-    pub(crate) async fn release(&self, lock: Lock) {
+    async fn release(&self, lock: Lock) {
         let (key, owner) = (self.lock_key.as_str(), lock.owner.as_str());
         let _ = self
             .redis
@@ -323,7 +506,7 @@ impl SharedToken {
 
     /// Stores a token fetched by this instance for the others, fresh for
     /// `fresh_for` (its refresh point).
-    pub(crate) async fn publish(
+    async fn publish(
         &self,
         access_token: &str,
         expires_at_ms: u64,
@@ -383,6 +566,83 @@ impl SharedToken {
     }
 }
 
+/// A token another instance stored, if it is still good.
+fn adopt(found: Found) -> Option<Fresh> {
+    let now = SystemTime::now();
+    let expires_at = UNIX_EPOCH + Duration::from_millis(found.expires_at_ms);
+    if expires_at <= now || found.fresh_for.is_zero() {
+        return None;
+    }
+    let refresh_at = (now + found.fresh_for).min(expires_at);
+    let grant = Grant::new(found.access_token, expires_at).ok()?;
+    tracing::info!(
+        fresh_for_s = found.fresh_for.as_secs(),
+        "using the GigaChat access token shared through Redis"
+    );
+    Some(Fresh { grant, refresh_at })
+}
+
+/// The error of a refresh that gave up waiting for another instance's.
+pub(crate) fn waited_too_long(timeout: Duration) -> Error {
+    Error::UpstreamTimeout {
+        stage: "waiting for another instance's OAuth call",
+        seconds: timeout.as_secs(),
+    }
+}
+
+impl Failure {
+    /// The part of an OAuth error another instance can answer with.
+    fn of(error: &Error) -> Option<Self> {
+        Some(match error {
+            Error::UpstreamAuthRejected { status, code, .. } => Self::Rejected {
+                status: *status,
+                code: *code,
+            },
+            Error::UpstreamAuthRateLimited => Self::RateLimited,
+            Error::UpstreamAuthFailed { status } => Self::Failed { status: *status },
+            Error::UpstreamAuthMalformed(_) => Self::Malformed,
+            Error::UpstreamUnreachable { cause, .. } => Self::Unreachable {
+                cause: match cause {
+                    TransportCause::Tls => Cause::Tls,
+                    TransportCause::Connect => Cause::Connect,
+                    TransportCause::Other => Cause::Other,
+                },
+            },
+            Error::UpstreamTimeout { .. } => Self::Timeout,
+            _ => return None,
+        })
+    }
+
+    /// The error this instance answers with for another's failure.
+    fn into_error(self, oauth_host: &str, timeout: Duration) -> Error {
+        match self {
+            Self::Rejected { status, code } => Error::UpstreamAuthRejected {
+                status,
+                code,
+                reason: describe_oauth_error(status, code, None),
+            },
+            Self::RateLimited => Error::UpstreamAuthRateLimited,
+            Self::Failed { status } => Error::UpstreamAuthFailed { status },
+            Self::Malformed => {
+                Error::UpstreamAuthMalformed("the answer has no usable access_token/expires_at")
+            }
+            Self::Unreachable { cause } => Error::UpstreamUnreachable {
+                stage: "oauth",
+                host: oauth_host.to_owned(),
+                cause: match cause {
+                    Cause::Tls => TransportCause::Tls,
+                    Cause::Connect => TransportCause::Connect,
+                    Cause::Other => TransportCause::Other,
+                },
+            },
+            Self::Timeout => Error::UpstreamTimeout {
+                stage: "oauth",
+                seconds: timeout.as_secs(),
+            },
+        }
+    }
+}
+
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -393,11 +653,17 @@ mod tests {
     use super::*;
 
     fn shared() -> SharedToken {
-        let redis = Arc::new(crate::shared_redis::for_tests(
+        let redis = Arc::new(crate::redis::for_tests(
             "redis://:hunter2@127.0.0.1:1",
             Duration::from_millis(100),
         ));
-        SharedToken::new(redis, "0123abcd", "GIGACHAT_API_PERS")
+        SharedToken::new(
+            redis,
+            "0123abcd",
+            "GIGACHAT_API_PERS",
+            "ngw.devices.sberbank.ru",
+            Duration::from_secs(30),
+        )
     }
 
     #[test]
@@ -456,6 +722,36 @@ mod tests {
             .unwrap(),
             r#"{"failed":{"kind":"rejected","status":401,"code":6}}"#
         );
+    }
+
+    #[test]
+    fn every_oauth_failure_can_be_shared_and_read_back() {
+        let (host, timeout) = ("ngw.devices.sberbank.ru", Duration::from_secs(30));
+        let errors = [
+            Error::UpstreamAuthRejected {
+                status: 401,
+                code: Some(6),
+                reason: describe_oauth_error(401, Some(6), None),
+            },
+            Error::UpstreamAuthRateLimited,
+            Error::UpstreamAuthFailed { status: 502 },
+            Error::UpstreamUnreachable {
+                stage: "oauth",
+                host: host.to_owned(),
+                cause: TransportCause::Connect,
+            },
+            Error::UpstreamTimeout {
+                stage: "oauth",
+                seconds: timeout.as_secs(),
+            },
+        ];
+        for error in errors {
+            let failure = Failure::of(&error).unwrap();
+            let back = failure.into_error(host, timeout);
+            assert_eq!(back.to_string(), error.to_string());
+            assert_eq!(back.code(), error.code());
+        }
+        assert!(Failure::of(&Error::RouteNotFound).is_none());
     }
 
     #[test]

@@ -5,12 +5,26 @@
 //! only the proxy has use the `GIGACHAT_PROXY_*` prefix. Errors name the
 //! variable and what is wrong with it, never the value: the value may be a
 //! key pasted into the wrong variable.
+//!
+//! This module assembles the settings; each feature reads its own variables
+//! next to its code ([`crate::cors::CorsConfig`], [`crate::access`],
+//! [`crate::limits`], [`crate::cache`], [`crate::redis`],
+//! [`crate::upstream::tls`]) through the one reader in [`env`], which
+//! imports nothing from the crate, so no feature depends on this module.
+//! A new variable goes next to the code that uses it, read through [`Env`];
+//! only settings of the GigaChat connection itself are read here.
+
+#[cfg(test)]
+mod documented;
+pub mod env;
 
 use std::time::Duration;
 
 use reqwest::Url;
 
 use crate::secret::Secret;
+
+pub use env::{ConfigError, Env, Platform};
 
 pub const DEFAULT_AUTH_URL: &str = "https://ngw.devices.sberbank.ru:9443/api/v2/oauth";
 /// The official SDK's default since 0.2.3 (the host migration of July 2026).
@@ -23,36 +37,6 @@ pub const DEFAULT_TOKEN_EXPIRY_BUFFER: Duration = Duration::from_secs(60);
 /// limit) needs about 1.4 Mbit/s, and a client trickling a body a byte at a
 /// time cannot hold a connection and its buffer longer than this.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Where the proxy runs; it picks defaults that fit the platform's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Platform {
-    Vercel,
-    Lambda,
-    Local,
-}
-
-impl Platform {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::Vercel => "vercel",
-            Platform::Lambda => "lambda",
-            Platform::Local => "local",
-        }
-    }
-
-    /// Vercel rejects request bodies over 4.5 MB and Lambda payloads over
-    /// 6 MB before our code runs; failing at the same size with a clear 413
-    /// beats the platform's opaque error. Locally there is no platform limit,
-    /// but an unbounded body is a memory hazard, so the default still caps it.
-    pub fn default_max_body_bytes(self) -> usize {
-        match self {
-            Platform::Vercel => 4_500_000,
-            Platform::Lambda => 6_000_000,
-            Platform::Local => 10 * 1024 * 1024,
-        }
-    }
-}
 
 /// The OAuth scope of the authorization key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +117,16 @@ pub struct Config {
     /// Who may call (see `access`).
     pub access: crate::access::AccessConfig,
     /// How much they may call (see `limits`).
-    pub limits: crate::limits::LimitsConfig,
+    pub limits: crate::limits::config::LimitsConfig,
     /// Which answers are kept, and for how long (see `cache`).
-    pub cache: crate::cache::CacheConfig,
+    pub cache: crate::cache::config::CacheConfig,
+    /// The Redis the limits, the cache and the shared token use; `None`
+    /// keeps all of them in this instance's memory (see `redis`).
+    pub redis: Option<crate::redis::RedisConfig>,
+    /// Which GigaChat credential this is, for keys in a Redis that several
+    /// deployments may share (the upstream guard, the cache, the shared
+    /// token): a short one-way fingerprint, never the key.
+    pub(crate) credential_id: String,
     /// Trust and identity for GigaChat's TLS (see `upstream::tls`).
     pub tls: crate::upstream::tls::TlsConfig,
 }
@@ -162,27 +153,10 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A configuration problem, named by its variable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable} {problem}")]
-pub struct ConfigError {
-    pub variable: &'static str,
-    pub problem: String,
-}
-
-impl ConfigError {
-    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
-        Self {
-            variable,
-            problem: problem.into(),
-        }
-    }
-}
-
 impl Config {
     /// Reads the process environment.
     pub fn from_env(platform: Platform) -> Result<Self, ConfigError> {
-        Self::from_lookup(platform, |name| std::env::var(name).ok())
+        Self::read(platform, &Env::process())
     }
 
     /// Reads settings through `lookup`, so tests need not touch the process
@@ -191,9 +165,11 @@ impl Config {
         platform: Platform,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        Self::read(platform, &Env::new(&lookup))
+    }
 
-        let credentials = get("GIGACHAT_CREDENTIALS").ok_or_else(|| {
+    fn read(platform: Platform, env: &Env<'_>) -> Result<Self, ConfigError> {
+        let credentials = env.get("GIGACHAT_CREDENTIALS").ok_or_else(|| {
             ConfigError::new(
                 "GIGACHAT_CREDENTIALS",
                 "is not set: put the authorization key from GigaChat Studio (base64 of client_id:client_secret) in it",
@@ -207,28 +183,16 @@ impl Config {
             ));
         }
 
-        let scope = match get("GIGACHAT_SCOPE") {
-            None => Scope::Personal,
-            Some(value) => Scope::parse(&value).ok_or_else(|| {
-                ConfigError::new(
-                    "GIGACHAT_SCOPE",
-                    "must be GIGACHAT_API_PERS, GIGACHAT_API_B2B or GIGACHAT_API_CORP",
-                )
-            })?,
-        };
+        let scope = env
+            .parse("GIGACHAT_SCOPE", |value| {
+                Scope::parse(value).ok_or_else(|| {
+                    "must be GIGACHAT_API_PERS, GIGACHAT_API_B2B or GIGACHAT_API_CORP".to_owned()
+                })
+            })?
+            .unwrap_or(Scope::Personal);
 
-        let auth_url = parse_url(
-            "GIGACHAT_AUTH_URL",
-            get("GIGACHAT_AUTH_URL")
-                .as_deref()
-                .unwrap_or(DEFAULT_AUTH_URL),
-        )?;
-        let base_url = parse_url(
-            "GIGACHAT_BASE_URL",
-            get("GIGACHAT_BASE_URL")
-                .as_deref()
-                .unwrap_or(DEFAULT_BASE_URL),
-        )?;
+        let auth_url = upstream_url(env, "GIGACHAT_AUTH_URL", DEFAULT_AUTH_URL)?;
+        let base_url = upstream_url(env, "GIGACHAT_BASE_URL", DEFAULT_BASE_URL)?;
         if base_url.query().is_some() || base_url.fragment().is_some() {
             return Err(ConfigError::new(
                 "GIGACHAT_BASE_URL",
@@ -236,54 +200,39 @@ impl Config {
             ));
         }
 
-        let timeout = match get("GIGACHAT_TIMEOUT") {
-            None => DEFAULT_TIMEOUT,
-            Some(value) => parse_seconds("GIGACHAT_TIMEOUT", &value)?,
-        };
-        let connect_timeout = match get("GIGACHAT_PROXY_CONNECT_TIMEOUT") {
-            None => timeout.min(Duration::from_secs(10)),
-            Some(value) => parse_seconds("GIGACHAT_PROXY_CONNECT_TIMEOUT", &value)?,
-        };
-        let stream_idle_timeout = match get("GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT") {
-            None => timeout,
-            Some(value) => parse_seconds("GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT", &value)?,
-        };
-        let total_timeout = match get("GIGACHAT_PROXY_TOTAL_TIMEOUT") {
+        let timeout = env
+            .seconds("GIGACHAT_TIMEOUT", MAX_TIMEOUT_SECS)?
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let connect_timeout = env
+            .seconds("GIGACHAT_PROXY_CONNECT_TIMEOUT", MAX_TIMEOUT_SECS)?
+            .unwrap_or_else(|| timeout.min(Duration::from_secs(10)));
+        let stream_idle_timeout = env
+            .seconds("GIGACHAT_PROXY_STREAM_IDLE_TIMEOUT", MAX_TIMEOUT_SECS)?
+            .unwrap_or(timeout);
+        let total_timeout = env
+            .seconds("GIGACHAT_PROXY_TOTAL_TIMEOUT", MAX_TIMEOUT_SECS)?
             // Vercel's and our Lambda template's function limit.
-            None => Duration::from_secs(300),
-            Some(value) => parse_seconds("GIGACHAT_PROXY_TOTAL_TIMEOUT", &value)?,
-        };
-        let retry = parse_retry(&get)?;
-        let token_expiry_buffer = match get("GIGACHAT_TOKEN_EXPIRY_BUFFER_MS") {
-            None => DEFAULT_TOKEN_EXPIRY_BUFFER,
-            Some(value) => Duration::from_millis(value.trim().parse::<u64>().map_err(|_| {
-                ConfigError::new(
-                    "GIGACHAT_TOKEN_EXPIRY_BUFFER_MS",
-                    "must be a whole number of milliseconds",
-                )
-            })?),
-        };
-        let max_body_bytes = match get("GIGACHAT_PROXY_MAX_BODY_BYTES") {
-            None => platform.default_max_body_bytes(),
-            Some(value) => match value.trim().parse::<usize>() {
-                Ok(bytes) if bytes > 0 => bytes,
-                _ => {
-                    return Err(ConfigError::new(
-                        "GIGACHAT_PROXY_MAX_BODY_BYTES",
-                        "must be a positive whole number of bytes",
-                    ));
-                }
-            },
-        };
-        let body_timeout = match get("GIGACHAT_PROXY_BODY_TIMEOUT") {
-            None => DEFAULT_BODY_TIMEOUT,
-            Some(value) => parse_seconds("GIGACHAT_PROXY_BODY_TIMEOUT", &value)?,
-        };
-        let session_ttl = match get("GIGACHAT_PROXY_SESSION_TTL") {
-            None => DEFAULT_SESSION_TTL,
-            Some(value) => parse_seconds("GIGACHAT_PROXY_SESSION_TTL", &value)?,
-        };
-        let session_secret = match get("GIGACHAT_PROXY_SESSION_SECRET") {
+            .unwrap_or(Duration::from_secs(300));
+        let retry = parse_retry(env)?;
+        let token_expiry_buffer = env
+            .parse("GIGACHAT_TOKEN_EXPIRY_BUFFER_MS", |value| {
+                env::millis(value, 0..=u64::MAX)
+                    .map_err(|_| "must be a whole number of milliseconds".to_owned())
+            })?
+            .unwrap_or(DEFAULT_TOKEN_EXPIRY_BUFFER);
+        let max_body_bytes = env
+            .parse("GIGACHAT_PROXY_MAX_BODY_BYTES", |value| {
+                env::count(value, 1..=usize::MAX)
+                    .map_err(|_| "must be a positive whole number of bytes".to_owned())
+            })?
+            .unwrap_or_else(|| platform.default_max_body_bytes());
+        let body_timeout = env
+            .seconds("GIGACHAT_PROXY_BODY_TIMEOUT", MAX_TIMEOUT_SECS)?
+            .unwrap_or(DEFAULT_BODY_TIMEOUT);
+        let session_ttl = env
+            .seconds("GIGACHAT_PROXY_SESSION_TTL", MAX_TIMEOUT_SECS)?
+            .unwrap_or(DEFAULT_SESSION_TTL);
+        let session_secret = match env.get("GIGACHAT_PROXY_SESSION_SECRET") {
             Some(secret) if secret.len() < 32 => {
                 return Err(ConfigError::new(
                     "GIGACHAT_PROXY_SESSION_SECRET",
@@ -296,22 +245,22 @@ impl Config {
             None => crate::session::derive_secret(&credentials),
         };
 
-        let lookup_filtered = |name: &str| get(name);
-        let cors =
-            crate::cors::CorsConfig::from_lookup(&lookup_filtered, platform == Platform::Local)?;
-        let access = crate::access::AccessConfig::from_lookup(&lookup_filtered)?;
-        let limits = crate::limits::LimitsConfig::from_lookup(
-            &lookup_filtered,
+        let cors = crate::cors::CorsConfig::from_env(env, platform == Platform::Local)?;
+        let access = crate::access::AccessConfig::from_env(env)?;
+        let limits = crate::limits::config::LimitsConfig::from_env(
+            env,
             platform == Platform::Local,
             scope == Scope::Personal,
         )?;
-        let cache = crate::cache::CacheConfig::from_lookup(&lookup_filtered)?;
+        let redis = crate::redis::RedisConfig::from_env(env)?;
+        let cache = crate::cache::config::CacheConfig::from_env(env)?;
 
-        let tls = crate::upstream::tls::TlsConfig::from_lookup(&lookup_filtered)?;
+        let tls = crate::upstream::tls::TlsConfig::from_env(env)?;
 
         let upstream_kind = classify_upstream(&base_url);
         Ok(Config {
             platform,
+            credential_id: credential_fingerprint(&credentials),
             credentials: Secret::new(credentials),
             scope,
             auth_url,
@@ -331,23 +280,22 @@ impl Config {
             access,
             limits,
             cache,
+            redis,
             tls,
         })
     }
 }
 
-fn parse_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value.trim())
-        .map_err(|_| ConfigError::new(variable, "is not a valid absolute URL"))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(ConfigError::new(
-            variable,
-            "must be an http:// or https:// URL",
-        ));
-    }
-    if url.host_str().is_none() {
-        return Err(ConfigError::new(variable, "has no host"));
-    }
+/// The longest any of the proxy's timeouts may be set to: a day.
+const MAX_TIMEOUT_SECS: u32 = 86_400;
+
+/// A GigaChat URL: `default` when unset, and never with credentials in it
+/// (they would be logged with it; the key belongs in its own variable).
+fn upstream_url(env: &Env<'_>, variable: &'static str, default: &str) -> Result<Url, ConfigError> {
+    let url = match env.url(variable)? {
+        Some(url) => url,
+        None => env::http_url(default).map_err(|problem| ConfigError::new(variable, problem))?,
+    };
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ConfigError::new(
             variable,
@@ -357,63 +305,29 @@ fn parse_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-fn parse_seconds(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    match value.trim().parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0 => {
-            Ok(Duration::from_secs_f64(seconds))
-        }
-        _ => Err(ConfigError::new(
-            variable,
-            "must be a positive number of seconds (at most 86400)",
-        )),
-    }
-}
-
-fn parse_retry(get: &dyn Fn(&str) -> Option<String>) -> Result<RetryPolicy, ConfigError> {
+fn parse_retry(env: &Env<'_>) -> Result<RetryPolicy, ConfigError> {
     let defaults = RetryPolicy::default();
-    let max_retries = match get("GIGACHAT_MAX_RETRIES") {
-        None => defaults.max_retries,
-        Some(value) => value
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n <= 10)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "GIGACHAT_MAX_RETRIES",
-                    "must be a whole number from 0 to 10",
-                )
-            })?,
-    };
-    let backoff_factor = match get("GIGACHAT_RETRY_BACKOFF_FACTOR") {
-        None => defaults.backoff_factor,
-        Some(value) => match value.trim().parse::<f64>() {
-            Ok(secs) if secs.is_finite() && (0.0..=60.0).contains(&secs) => {
-                Duration::from_secs_f64(secs)
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    "GIGACHAT_RETRY_BACKOFF_FACTOR",
-                    "must be a number of seconds from 0 to 60",
-                ));
-            }
-        },
-    };
-    let on_status = match get("GIGACHAT_RETRY_ON_STATUS_CODES") {
-        None => defaults.on_status,
-        Some(value) => value
-            .split(',')
-            .map(|code| code.trim().trim_matches(|c| c == '(' || c == ')'))
-            .filter(|code| !code.is_empty())
-            .map(|code| code.parse::<u16>().ok().filter(|c| (400..600).contains(c)))
-            .collect::<Option<Vec<u16>>>()
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "GIGACHAT_RETRY_ON_STATUS_CODES",
-                    "must be a comma-separated list of HTTP status codes from 400 to 599",
-                )
-            })?,
-    };
+    let max_retries = env
+        .count("GIGACHAT_MAX_RETRIES", 0..=10)?
+        .unwrap_or(defaults.max_retries);
+    let backoff_factor = env
+        .parse("GIGACHAT_RETRY_BACKOFF_FACTOR", |value| {
+            env::seconds_from_zero(value, 60)
+        })?
+        .unwrap_or(defaults.backoff_factor);
+    let on_status = env
+        .parse("GIGACHAT_RETRY_ON_STATUS_CODES", |value| {
+            value
+                .split(',')
+                .map(|code| code.trim().trim_matches(|c| c == '(' || c == ')'))
+                .filter(|code| !code.is_empty())
+                .map(|code| code.parse::<u16>().ok().filter(|c| (400..600).contains(c)))
+                .collect::<Option<Vec<u16>>>()
+                .ok_or_else(|| {
+                    "must be a comma-separated list of HTTP status codes from 400 to 599".to_owned()
+                })
+        })?
+        .unwrap_or(defaults.on_status);
     Ok(RetryPolicy {
         max_retries,
         backoff_factor,
@@ -427,6 +341,21 @@ fn looks_like_base64(value: &str) -> bool {
         .decode(value)
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value))
         .is_ok()
+}
+
+/// A short one-way fingerprint of the authorization key: 16 hex digits of
+/// a domain-separated SHA-256, so keys in a shared Redis tell deployments
+/// apart without revealing (or allowing a search for) the key.
+fn credential_fingerprint(credentials: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"gigachat-proxy upstream guard\0")
+        .chain_update(credentials.trim().as_bytes())
+        .finalize();
+    digest[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 fn classify_upstream(base_url: &Url) -> UpstreamKind {
@@ -552,6 +481,17 @@ mod tests {
             hosts(Platform::Lambda, Some("127.0.0.1")),
             AllowedHosts::Any
         );
+    }
+
+    #[test]
+    fn credential_fingerprint_is_short_stable_and_one_way() {
+        let a = credential_fingerprint("Y2xpZW50OnNlY3JldA==");
+        assert_eq!(a, credential_fingerprint("Y2xpZW50OnNlY3JldA=="));
+        assert_ne!(a, credential_fingerprint("b3RoZXI6a2V5"));
+        assert_eq!(a.len(), 16);
+        let config = config(&[("GIGACHAT_CREDENTIALS", KEY)]).unwrap();
+        assert_eq!(config.credential_id, credential_fingerprint(KEY));
+        assert!(!config.credential_id.contains(KEY));
     }
 
     #[test]

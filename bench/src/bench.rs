@@ -1,0 +1,181 @@
+//! What every section measures against: the three processes, the three
+//! paths a chat call takes to the emulator, the payload, and the row
+//! durations.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use hyper::StatusCode;
+
+use crate::args::Args;
+use crate::client::{self, Target};
+use crate::procs::{self, Nginx, Proc};
+
+/// The one user message of every row (15 words: the emulator echoes it as
+/// 16 content events plus the usage event and `[DONE]`).
+const PROMPT: &str =
+    "Напиши короткое стихотворение о весеннем утре в большом городе, где шумят машины и поют птицы";
+
+pub const API_PATH: &str = "/api/gigachat-api/chat/completions";
+const DIRECT_PATH: &str = "/api/v1/chat/completions";
+
+/// The three ways a chat call reaches the emulator.
+pub struct Targets {
+    pub direct: Target,
+    pub nginx: Target,
+    pub proxy: Target,
+}
+
+/// The running setup every section reads.
+pub struct Bench {
+    pub args: Args,
+    pub emulator: Proc,
+    pub proxy: Proc,
+    /// `None` when nginx could not start; its rows then say so.
+    pub nginx: Option<Nginx>,
+    pub targets: Targets,
+    /// The non-streaming payload, and the same with `"stream":true`.
+    pub body: Bytes,
+    pub stream_body: Bytes,
+    /// `body` as a file, for wrk's script.
+    pub body_file: PathBuf,
+    pub warm: Duration,
+    pub measure: Duration,
+}
+
+impl Bench {
+    /// Starts the emulator, the proxy and nginx, and checks that every path
+    /// answers the same call with the same reply.
+    pub async fn start(args: Args) -> Result<Self> {
+        let (warm, measure) = if args.quick {
+            (Duration::from_secs(1), Duration::from_secs(3))
+        } else {
+            (Duration::from_secs(2), Duration::from_secs(10))
+        };
+
+        let emulator =
+            procs::start_emulator(&args.emulator_bin, &args.work_dir.join("emulator.log")).await?;
+        let (token, _) = client::oauth(emulator.addr).await?;
+        let body = chat_body(false);
+        let stream_body = chat_body(true);
+        let body_file = args.work_dir.join("body.json");
+        std::fs::write(&body_file, &body)?;
+
+        let proxy = procs::start_proxy(
+            &args.proxy_bin,
+            emulator.addr,
+            "warn",
+            &args.work_dir.join("proxy.log"),
+            &[],
+        )
+        .await?;
+        let nginx = match procs::start_nginx(
+            &args.nginx,
+            &args.bench_dir.join("nginx.conf.template"),
+            &args.work_dir.join("nginx"),
+            emulator.addr,
+            &token,
+        )
+        .await
+        {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("nginx could not start: {e:#}");
+                None
+            }
+        };
+        let t = Targets {
+            direct: Target {
+                addr: emulator.addr,
+                path: DIRECT_PATH.to_owned(),
+                auth: Some(format!("Bearer {token}")),
+            },
+            nginx: Target {
+                addr: nginx.as_ref().map_or(emulator.addr, |n| n.proc.addr),
+                path: API_PATH.to_owned(),
+                auth: None,
+            },
+            proxy: Target {
+                addr: proxy.addr,
+                path: API_PATH.to_owned(),
+                auth: None,
+            },
+        };
+
+        // Every target answers the same call with the same reply.
+        let mut replies = Vec::new();
+        for (name, target) in [
+            ("direct", &t.direct),
+            ("nginx", &t.nginx),
+            ("proxy", &t.proxy),
+        ] {
+            if name == "nginx" && nginx.is_none() {
+                continue;
+            }
+            let mut sender = client::connect(target.addr).await?;
+            let (status, answer) = client::post(&mut sender, target, body.clone()).await?;
+            if status != StatusCode::OK {
+                bail!("{name}: {status}: {}", String::from_utf8_lossy(&answer));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&answer)?;
+            replies.push(v["choices"][0]["message"]["content"].clone());
+        }
+        if replies.windows(2).any(|w| w[0] != w[1]) {
+            bail!("the targets answered differently: {replies:?}");
+        }
+
+        Ok(Self {
+            args,
+            emulator,
+            proxy,
+            nginx,
+            targets: t,
+            body,
+            stream_body,
+            body_file,
+            warm,
+            measure,
+        })
+    }
+
+    pub async fn stop(self) {
+        if let Some(n) = self.nginx {
+            n.proc.stop().await;
+            let _ = n.dir;
+        }
+        self.proxy.stop().await;
+        self.emulator.stop().await;
+    }
+}
+
+fn chat_body(stream: bool) -> Bytes {
+    let mut body = serde_json::json!({
+        "model": "GigaChat",
+        "messages": [{"role": "user", "content": PROMPT}],
+    });
+    if stream {
+        body["stream"] = serde_json::Value::Bool(true);
+    }
+    Bytes::from(body.to_string())
+}
+
+/// `POST /_emulator/faults {"chunk_delay_ms": …}` for streams started after.
+pub async fn set_chunk_delay(emulator: &std::net::SocketAddr, delay: Duration) -> Result<()> {
+    let target = Target {
+        addr: *emulator,
+        path: "/_emulator/faults".to_owned(),
+        auth: None,
+    };
+    let mut sender = client::connect(*emulator).await?;
+    let body = format!("{{\"chunk_delay_ms\":{}}}", delay.as_millis());
+    let (status, answer) = client::post(&mut sender, &target, Bytes::from(body)).await?;
+    if !status.is_success() {
+        bail!(
+            "setting the chunk delay: {status} {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Non-streaming chat, closed loop: wrk at concurrency 1, 32 and 128 on
+//! each path, with the CPU each process used; concurrency 32 (the target
+//! row) in three interleaved rounds; and the proxy at `RUST_LOG=info`.
+
+use anyhow::Result;
+
+use crate::bench::{API_PATH, Bench};
+use crate::client::Target;
+use crate::procs;
+use crate::report::{Report, ms};
+use crate::wrk;
+
+/// A proxy variant row: label, `RUST_LOG`, extra environment.
+type Variant<'a> = (String, &'a str, Vec<(&'a str, &'a str)>);
+
+pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
+    let Bench {
+        args,
+        emulator,
+        proxy,
+        nginx,
+        targets: t,
+        body_file,
+        ..
+    } = b;
+    let (warm, measure) = (b.warm, b.measure);
+    let mut c32 = (None, None);
+    rep.line(&format!(
+        "### Non-streaming chat, closed loop (wrk, {} s per row after a {} s warm-up)",
+        measure.as_secs(),
+        warm.as_secs()
+    ));
+    rep.line("");
+    rep.line("CPU columns: cores used by the emulator and by the process in the middle, that process's CPU time per request, and the whole machine's busy share (wrk and the rest of the machine use the remainder). New TCP: connections opened on the machine during the row (wrk's own plus any the middle opens upstream).");
+    rep.line("");
+    rep.line("| Concurrency | Path | Requests/s | p50 ms | p99 ms | Errors | CPU emulator | CPU middle | Middle µs/request | Machine busy | New TCP |");
+    rep.line("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let script = args.bench_dir.join("wrk.lua");
+    let row = async |name: &str,
+                     target: &Target,
+                     conns: usize,
+                     mid: Option<u32>|
+           -> Result<(String, f64)> {
+        wrk::run(&args.wrk, &script, body_file, target, conns, warm).await?;
+        let cpu = procs::CpuWindow::start(emulator.pid(), mid);
+        let r = wrk::run(&args.wrk, &script, body_file, target, conns, measure).await?;
+        let used = cpu.finish();
+        let line = format!(
+            "| {conns} | {name} | {:.0} | {} | {} | {} | {:.2} | {} | {} | {:.0} % | {} |",
+            r.rps(),
+            ms(r.p50),
+            ms(r.p99),
+            r.errors,
+            used.emu,
+            if mid.is_some() {
+                format!("{:.2}", used.mid)
+            } else {
+                "–".to_owned()
+            },
+            if mid.is_some() && r.requests > 0 {
+                format!("{:.1}", used.mid_seconds * 1e6 / r.requests as f64)
+            } else {
+                "–".to_owned()
+            },
+            used.machine_pct,
+            used.opens,
+        );
+        Ok::<_, anyhow::Error>((line, r.rps()))
+    };
+    // The target row (concurrency 32) is measured in three interleaved
+    // rounds (direct, nginx, proxy, direct, …) and the median round of
+    // each path is shown: on a shared 2-core machine one 10 s sample
+    // can be ±15 % off, and interleaving spreads any drift over all
+    // three paths alike.
+    let mut rounds_note = Vec::new();
+    for conns in [1usize, 32, 128] {
+        let rounds = if conns == 32 { 3 } else { 1 };
+        let paths = [
+            ("direct to emulator", &t.direct, None),
+            (
+                "nginx proxy_pass",
+                &t.nginx,
+                nginx.as_ref().map(|n| n.proc.pid()),
+            ),
+            ("gigachat-proxy", &t.proxy, Some(proxy.pid())),
+        ];
+        let mut runs: Vec<Vec<(String, f64)>> = vec![Vec::new(); paths.len()];
+        for _ in 0..rounds {
+            for (i, (name, target, mid)) in paths.iter().enumerate() {
+                if name.starts_with("nginx") && nginx.is_none() {
+                    continue;
+                }
+                runs[i].push(row(name, target, conns, *mid).await?);
+            }
+        }
+        for (i, (name, _, _)) in paths.iter().enumerate() {
+            let mut path_runs = runs[i].clone();
+            if path_runs.is_empty() {
+                rep.line(&format!(
+                    "| {conns} | {name} | could not run: nginx did not start | | | | | | | | |"
+                ));
+                continue;
+            }
+            path_runs.sort_by(|x, y| x.1.total_cmp(&y.1));
+            let (line, rps) = path_runs[path_runs.len() / 2].clone();
+            if rounds > 1 {
+                let all: Vec<String> = runs[i].iter().map(|r| format!("{:.0}", r.1)).collect();
+                rounds_note.push(format!("{name} {}", all.join(", ")));
+            }
+            if conns == 32 {
+                if name.starts_with("nginx") {
+                    c32.0 = Some(rps);
+                } else if name.starts_with("gigachat") {
+                    c32.1 = Some(rps);
+                }
+            }
+            rep.line(&line);
+        }
+    }
+    // A variant of the proxy at concurrency 32, a fresh process: the
+    // default `info` level (one access line per request, to a file).
+    let variants: Vec<Variant> = vec![(
+        "gigachat-proxy, `RUST_LOG=info` (access log to a file)".to_owned(),
+        "info",
+        Vec::new(),
+    )];
+    for (label, level, env) in &variants {
+        let variant = procs::start_proxy(
+            &args.proxy_bin,
+            emulator.addr,
+            level,
+            &args.work_dir.join("proxy-variant.log"),
+            env,
+        )
+        .await?;
+        let target = Target {
+            addr: variant.addr,
+            path: API_PATH.to_owned(),
+            auth: None,
+        };
+        let (line, _) = row(label, &target, 32, Some(variant.pid())).await?;
+        rep.line(&line);
+        variant.stop().await;
+    }
+    rep.line("");
+    if !rounds_note.is_empty() {
+        rep.line(&format!(
+            "Concurrency 32: the median of three interleaved rounds per path (requests/s of each round: {}).",
+            rounds_note.join("; ")
+        ));
+        rep.line("");
+    }
+    match c32 {
+        (Some(ng), Some(px)) => {
+            let ratio = px / ng * 100.0;
+            rep.target(
+                "Throughput at concurrency 32",
+                "≥ 80 % of nginx",
+                format!("{px:.0} vs {ng:.0} req/s = {ratio:.0} %"),
+                Some(ratio >= 80.0),
+            );
+        }
+        _ => rep.target(
+            "Throughput at concurrency 32",
+            "≥ 80 % of nginx",
+            "could not run (no nginx row)".to_owned(),
+            None,
+        ),
+    }
+    Ok(())
+}
