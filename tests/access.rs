@@ -594,7 +594,7 @@ async fn rs256_and_es256_tokens_verify_against_a_jwks_that_is_cached_and_refetch
         .unwrap();
         assert_eq!(response.status(), 401);
     }
-    // The README's promise: one refetch for the first unknown kid, then a
+    // The documented promise (docs/configuration.md, GIGACHAT_PROXY_JWKS_URL): one refetch for the first unknown kid, then a
     // 30 s cool-down in which no unknown kid fetches again.
     assert_eq!(
         jwks.fetches.load(Ordering::SeqCst),

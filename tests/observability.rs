@@ -158,6 +158,76 @@ async fn each_call_is_logged_and_counted_under_its_kind() {
     }
 }
 
+/// Both routes that spend the caller's budget log what the limits did,
+/// and a refusal is counted under the error code the proxy answered with.
+#[tokio::test]
+async fn limit_outcomes_are_logged_and_refusals_counted_by_code() {
+    let s = setup_with(|_| {}, &[("GIGACHAT_PROXY_RATE_LIMIT_ANONYMOUS", "2/min")]).await;
+    let minted = s
+        .http
+        .post(s.proxy.url("/api/gigachat-oauth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), 200);
+    assert_eq!(minted.headers()["ratelimit-remaining"], "1");
+    let _ = minted.bytes().await.unwrap();
+    let models = || s.http.get(s.proxy.url("/api/gigachat-api/models")).send();
+    let allowed = models().await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    let _ = allowed.bytes().await.unwrap();
+    let limited = models().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    let _ = limited.bytes().await.unwrap();
+    assert!(
+        s.proxy
+            .wait_for_log_count("gigachat_proxy::access", 3)
+            .await,
+        "{}",
+        s.proxy.logs()
+    );
+    let lines = request_lines(&s.proxy.logs());
+    let line = |route: &str, status: u16| {
+        lines
+            .iter()
+            .find(|line| {
+                line.contains(&format!("route=\"{route}\""))
+                    && line.contains(&format!("status={status}"))
+            })
+            .unwrap_or_else(|| panic!("no {route} line with {status}: {lines:#?}"))
+    };
+    assert!(line("oauth", 200).contains("rate_limit=\"allowed\""));
+    assert!(line("api", 200).contains("rate_limit=\"allowed\""));
+    let refused = line("api", 429);
+    assert!(refused.contains("rate_limit=\"limited\""), "{refused}");
+    assert!(refused.contains("error=\"rate_limited\""), "{refused}");
+
+    let needles = [
+        "gigachat_proxy_errors_total{code=\"rate_limited\"} 1",
+        "gigachat_proxy_ratelimited_total{route=\"api\"} 1",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = s
+            .http
+            .get(s.proxy.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if needles.iter().all(|needle| text.contains(needle)) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for needle in needles {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    assert!(!text.contains("upstream_errors_total"), "{text}");
+}
+
 #[tokio::test]
 async fn metrics_and_timing_headers_report_the_proxys_own_cost() {
     let s = setup().await;

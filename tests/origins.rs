@@ -1,7 +1,7 @@
 //! What the proxy refuses before anything reaches GigaChat, by the name a
 //! request is sent to or the shape of its path: DNS rebinding against the
-//! local server (issue 9, defect 11) and dot segments hidden behind path
-//! parameters (defect 10). Raw requests, so no client normalizes them first.
+//! local server, and dot segments hidden behind path parameters (which
+//! Java servers read as `..`). Raw requests, so no client normalizes them first.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -1,4 +1,4 @@
-//! README promises that no other suite proves, black-box: the real proxy
+//! Promises of README.md and docs/ that no other suite proves, black-box: the real proxy
 //! binary against the emulator, or against a scripted upstream in this file
 //! when the test must control GigaChat's side byte by byte (release each SSE
 //! event only after the client got the previous one, answer `Retry-After`,

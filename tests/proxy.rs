@@ -314,7 +314,7 @@ async fn client_credentials_and_cookies_never_reach_gigachat() {
 #[tokio::test]
 async fn dangerous_paths_never_reach_gigachat() {
     let s = setup().await;
-    // README: `..`, `%2e%2e`, `//`, encoded slashes, backslashes and
+    // docs/api.md: `..`, `%2e%2e`, `//`, encoded slashes, backslashes and
     // absolute URLs in the path are `400 invalid_path`; a path that is no
     // route at all is `404 not_found`.
     let invalid = [

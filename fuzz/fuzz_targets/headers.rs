@@ -18,8 +18,10 @@
 
 #![no_main]
 
-use gigachat_proxy_core::cors::{AllowedHosts, AllowedOrigins, Cors, CorsConfig, Verdict};
-use gigachat_proxy_core::headers::{forward_request_headers, is_forwarded_to_client};
+use gigachat_proxy_core::fuzzing::{
+    AllowedHosts, AllowedOrigins, Cors, CorsConfig, Verdict, forward_request_headers,
+    is_forwarded_to_client,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use libfuzzer_sys::fuzz_target;
 
@@ -234,7 +236,7 @@ fn check_cors(config: CorsConfig, request: &HeaderMap) {
                 );
             }
         }
-        Verdict::Denied | Verdict::NotCrossOrigin => {
+        Verdict::Denied | Verdict::NotCrossOrigin | Verdict::HostNotAllowed => {
             assert!(
                 allow_origin.is_none(),
                 "{verdict:?} set allow-origin {allow_origin:?}"

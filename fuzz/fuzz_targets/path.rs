@@ -11,7 +11,7 @@
 
 #![no_main]
 
-use gigachat_proxy_core::path::UpstreamBase;
+use gigachat_proxy_core::fuzzing::UpstreamBase;
 use libfuzzer_sys::fuzz_target;
 use reqwest::Url;
 

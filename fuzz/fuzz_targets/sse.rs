@@ -9,9 +9,7 @@
 
 #![no_main]
 
-use gigachat_proxy_core::observe::usage_in;
-use gigachat_proxy_core::upstream::body::sse_error_event;
-use gigachat_proxy_core::upstream::sse::SseScanner;
+use gigachat_proxy_core::fuzzing::{SseScanner, sse_error_event, usage_in};
 use libfuzzer_sys::fuzz_target;
 
 type Event = (Option<String>, String);

@@ -276,7 +276,7 @@ def test_tokens_count_one_entry_per_input(client: GigaChat, recorder: Recorder) 
 
 
 def test_health_endpoint() -> None:
-    """The README's health document: configuration and upstream kind, no
+    """The health document (docs/api.md): configuration and upstream kind, no
     upstream call, no secret; `?deep=1` proves a token can be had."""
     stats_before = emulator_get("/_emulator/stats")
     response = httpx.get(f"{PROXY_URL}{HEALTH_PATH}", timeout=10)

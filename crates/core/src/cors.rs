@@ -583,7 +583,7 @@ mod tests {
         assert_eq!(err.variable, "GIGACHAT_PROXY_CORS_ALLOW_CREDENTIALS");
     }
 
-    /// Issue 9, defect 11: a rebinding page is same-origin with the local
+    /// DNS rebinding: a rebinding page is same-origin with the local
     /// server (its `Origin` names the `Host` it sent), so the `Host` itself
     /// must be refused, with or without `Origin`, preflight or not.
     #[test]

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::body::{ProxyBody, json_response};
 use crate::config::env::ConfigError;
-use crate::limits::RateLimitInfo;
+use crate::limits::info::RateLimitInfo;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -151,6 +151,13 @@ impl Error {
         }
     }
 
+    /// Whether a limit on the caller refused the request (the access
+    /// line's `rate_limit=limited`, the `ratelimited_total` metric); a busy
+    /// upstream or a failed limiter store is no refusal of the caller.
+    pub(crate) fn refused_by_a_limit(&self) -> bool {
+        matches!(self, Error::RateLimited(_) | Error::TooManyStreams { .. })
+    }
+
     /// A stable machine-readable name; also the low-cardinality log label.
     pub fn code(&self) -> &'static str {
         match self {
@@ -186,7 +193,7 @@ impl Error {
     pub fn hint(&self) -> String {
         match self {
             Error::Config(err) => format!(
-                "Fix the environment variable {} of the proxy deployment and redeploy (see the README's variable table).",
+                "Fix the environment variable {} of the proxy deployment and redeploy (see docs/configuration.md).",
                 err.variable
             ),
             Error::RouteNotFound => "The proxy serves /api/gigachat-api/{GigaChat path}, /api/gigachat-oauth and /api/gigachat-health.".into(),

@@ -61,7 +61,7 @@ pub fn is_named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
 }
 
 /// Whether an upstream response header may be passed to the client (the
-/// fixed part of the rule; see also [`is_named_in_connection`]).
+/// fixed part of the rule; see also `is_named_in_connection`).
 pub fn is_forwarded_to_client(name: &HeaderName) -> bool {
     let name = name.as_str();
     !(matches!(

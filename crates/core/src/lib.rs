@@ -7,24 +7,27 @@
 //! `http::Request` → `Proxy::handle` → GigaChat → streaming
 //! `http::Response` → platform response.
 
-pub mod access;
-pub mod body;
-pub mod cache;
-pub mod config;
-pub mod cors;
-pub mod endpoint;
-pub mod error;
-pub mod headers;
-pub(crate) mod jitter;
-pub mod limits;
-pub mod metrics;
-pub mod observe;
-pub mod path;
-pub mod redis;
-pub mod routes;
-pub mod secret;
-pub mod session;
-pub mod upstream;
+mod access;
+mod body;
+mod cache;
+mod config;
+mod cors;
+mod endpoint;
+mod error;
+mod headers;
+mod jitter;
+// `limits` and `redis` are public for `crates/core/tests/limits_redis.rs`,
+// which drives the shared limiter against a real Redis from outside the
+// crate.
+mod limits;
+mod metrics;
+mod observe;
+mod path;
+mod redis;
+mod routes;
+mod secret;
+mod session;
+mod upstream;
 
 use std::sync::Arc;
 
@@ -32,10 +35,32 @@ use bytes::Bytes;
 use http::{Request, Response};
 
 pub use access::ClientAddr;
-pub use body::{BoxError, ProxyBody};
-pub use config::{Config, ConfigError, Platform, UpstreamKind};
-pub use error::Error;
-pub use secret::Secret;
+pub use body::{BoxError, ProxyBody, empty as empty_body, full as full_body};
+pub use config::env::{Env, whole_seconds};
+pub use config::{Config, ConfigError, Platform, Scope, UpstreamKind};
+use error::Error;
+
+/// The limiter and its Redis settings, for the integration tests that run
+/// them against a real `redis-server` (`crates/core/tests/limits_redis.rs`);
+/// nothing outside the crate needs them otherwise.
+#[doc(hidden)]
+pub mod limits_for_tests {
+    pub use crate::error::Error;
+    pub use crate::limits::{FailureMode, Limiter, LimitsConfig, Rate};
+    pub use crate::redis::RedisConfig;
+}
+
+/// What the fuzz targets (`fuzz/`) exercise directly: the parsers and
+/// filters that see untrusted bytes. Not part of the supported surface.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::cors::{AllowedHosts, AllowedOrigins, Cors, CorsConfig, Verdict};
+    pub use crate::headers::{forward_request_headers, is_forwarded_to_client};
+    pub use crate::observe::usage_in;
+    pub use crate::path::UpstreamBase;
+    pub use crate::upstream::body::sse_error_event;
+    pub use crate::upstream::sse::SseScanner;
+}
 
 /// The proxy: configuration, the pooled upstream client, the shared token.
 /// Cheap to clone; clones share everything.
@@ -72,8 +97,7 @@ impl Proxy {
 
     pub fn new(config: Config) -> Self {
         let api = upstream::client::UpstreamClient::new(&config, &config.tls);
-        let clients =
-            upstream::client::build_with_tls(&config, &config.tls).map(|http| (api, http));
+        let clients = upstream::client::build(&config, &config.tls).map(|http| (api, http));
         let state = clients.and_then(|(api, http)| {
             // One Redis connection for the cache and the shared token (the
             // limiter keeps its own); none when no Redis is configured.
@@ -120,13 +144,6 @@ impl Proxy {
     /// The validated configuration, if it is valid.
     pub fn config(&self) -> Option<&Config> {
         self.state.as_ref().ok().map(|ready| &ready.config)
-    }
-
-    /// OAuth calls this process has made to GigaChat (for health and tests).
-    pub fn oauth_calls(&self) -> u64 {
-        self.state
-            .as_ref()
-            .map_or(0, |ready| ready.tokens.oauth_calls())
     }
 
     /// Answers one request. Never panics and never fails: every problem

@@ -1,5 +1,6 @@
-//! Counters and histograms, named as in the gateway practice notes
-//! (`*_requests_total`, `*_overhead_seconds` = total − upstream time…), with
+//! Counters and histograms, named by the Prometheus conventions (the unit
+//! and `_total` in the name: `*_requests_total`, `*_overhead_seconds` =
+//! total − upstream time…) so any dashboard reads them without a mapping, with
 //! low-cardinality labels only (route, status class, error code, the kind
 //! of GigaChat call; model family never; no identities).
 //!
@@ -20,6 +21,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::cache::CacheOutcome;
 use crate::endpoint::Endpoint;
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -38,7 +40,7 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     overhead: HistogramVec,
     first_byte: HistogramVec,
-    upstream_errors: IntCounterVec,
+    errors: IntCounterVec,
     tokens_input: IntCounterVec,
     tokens_output: IntCounterVec,
     ratelimited: IntCounterVec,
@@ -151,11 +153,14 @@ impl Metrics {
                 LATENCY_BUCKETS,
                 &["route"],
             )?,
-            upstream_errors: counter(
+            // Every error the proxy answered with itself, whatever its
+            // status (a 404 route, a 429 limit, a 502 from an unreachable
+            // GigaChat); GigaChat's own error answers pass through uncounted.
+            errors: counter(
                 &r,
-                "gigachat_proxy_upstream_errors_total",
-                "Failed answers, by error code",
-                &["error"],
+                "gigachat_proxy_errors_total",
+                "Requests the proxy answered with one of its own errors, by error code",
+                &["code"],
             )?,
             tokens_input: counter(
                 &r,
@@ -242,7 +247,7 @@ pub struct Sample<'a> {
     pub first_byte_secs: Option<f64>,
     pub error_code: Option<&'a str>,
     pub rate_limited: bool,
-    pub cache: Option<&'a str>,
+    pub cache: Option<CacheOutcome>,
     pub tokens: Option<TokenCount>,
     pub retries: u32,
     pub disconnected_stream: bool,
@@ -287,13 +292,13 @@ pub fn record(sample: &Sample<'_>) {
         series[class].inc();
     }
     if let Some(code) = sample.error_code {
-        m.upstream_errors.with_label_values(&[code]).inc();
+        m.errors.with_label_values(&[code]).inc();
     }
     if sample.rate_limited {
         m.ratelimited.with_label_values(&[sample.route]).inc();
     }
     if let Some(outcome) = sample.cache {
-        m.cache.with_label_values(&[outcome]).inc();
+        m.cache.with_label_values(&[outcome.as_str()]).inc();
     }
     if let Some(tokens) = sample.tokens {
         m.tokens_input
@@ -400,7 +405,7 @@ mod tests {
             first_byte_secs: Some(0.21),
             error_code: None,
             rate_limited: false,
-            cache: Some("miss"),
+            cache: Some(CacheOutcome::Miss),
             tokens: Some(TokenCount {
                 input: 17,
                 output: 3,

@@ -18,8 +18,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::cache::CacheOutcome;
 use crate::endpoint::Endpoint;
-use crate::limits::{StreamLease, UpstreamPermit};
+use crate::limits::{Guards, RateLimitOutcome};
 use crate::upstream::sse::SseScanner;
 
 /// Token usage, in either of GigaChat's shapes (v1 `prompt/completion`,
@@ -70,13 +71,14 @@ pub struct RequestLog {
     pub stream: bool,
     pub upstream_ms: Option<f64>,
     pub retries: u32,
-    pub rate_limit: &'static str,
+    pub rate_limit: RateLimitOutcome,
     pub error_code: Option<&'static str>,
     pub usage: Option<Usage>,
     /// The proxy's own time before the response headers.
     pub overhead_ms: Option<f64>,
-    /// The response cache's outcome (`hit`/`miss`), when it was consulted.
-    pub cache: Option<&'static str>,
+    /// The response cache's outcome (`hit`/`miss`/`stored`), when it was
+    /// consulted.
+    pub cache: Option<CacheOutcome>,
     /// Also write a CloudWatch EMF metrics line (on Lambda).
     pub emf: bool,
     first_byte_ms: Option<f64>,
@@ -97,7 +99,7 @@ impl RequestLog {
             stream: false,
             upstream_ms: None,
             retries: 0,
-            rate_limit: "off",
+            rate_limit: RateLimitOutcome::Off,
             error_code: None,
             usage: None,
             overhead_ms: None,
@@ -133,7 +135,7 @@ impl Drop for RequestLog {
             overhead_secs: self.overhead_ms.map(|ms| ms / 1000.0),
             first_byte_secs: self.first_byte_ms.map(|ms| ms / 1000.0),
             error_code: self.error_code,
-            rate_limited: self.rate_limit == "limited",
+            rate_limited: self.rate_limit == RateLimitOutcome::Limited,
             cache: self.cache,
             tokens: self.usage.map(|u| crate::metrics::TokenCount {
                 input: u.prompt_tokens,
@@ -171,8 +173,8 @@ impl Drop for RequestLog {
             completion_tokens,
             identity = self.identity.as_deref(),
             retries = self.retries,
-            rate_limit = self.rate_limit,
-            cache = self.cache,
+            rate_limit = self.rate_limit.as_str(),
+            cache = self.cache.map(CacheOutcome::as_str),
             error = self.error_code,
             "request"
         );
@@ -183,31 +185,23 @@ impl Drop for RequestLog {
 const USAGE_FIELD: &[u8] = b"\"usage\"";
 
 /// The response body as sent: the inner body, plus what must live exactly
-/// as long as it does — the log line, the stream's rate-limit lease and the
-/// upstream concurrency permit — and, for SSE, an inspector that picks the
-/// token usage out of the chunks as they pass.
+/// as long as it does — the log line and the slots the limits hold for the
+/// request ([`Guards`]) — and, for SSE, an inspector that picks the token
+/// usage out of the chunks as they pass.
 pub struct TrackedBody {
     inner: ProxyBody,
     log: RequestLog,
     sse: Option<SseScanner>,
-    _lease: Option<StreamLease>,
-    _permit: Option<UpstreamPermit>,
+    _guards: Guards,
 }
 
 impl TrackedBody {
-    pub fn new(
-        inner: ProxyBody,
-        log: RequestLog,
-        sse: bool,
-        lease: Option<StreamLease>,
-        permit: Option<UpstreamPermit>,
-    ) -> Self {
+    pub(crate) fn new(inner: ProxyBody, log: RequestLog, sse: bool, guards: Guards) -> Self {
         Self {
             inner,
             log,
             sse: sse.then(SseScanner::new),
-            _lease: lease,
-            _permit: permit,
+            _guards: guards,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! token: the `REDIS_URL` / `KV_URL` settings ([`RedisConfig`]), a lazily
 //! created multiplexed connection that reconnects by itself, every round
 //! trip bounded by `GIGACHAT_PROXY_REDIS_TIMEOUT_MS`, and a throttle for
-//! the warnings an outage produces ([`WarnEvery`]).
+//! the warnings an outage produces (`WarnEvery`).
 //!
 //! What a failure means is each user's business: the limiter fails open
 //! or closed as configured; for the cache and the shared token (pure
@@ -23,18 +23,18 @@ use redis::{RedisError, RedisResult};
 use crate::config::env::{ConfigError, Env};
 
 /// Key prefix in a Redis that other applications may share.
-pub const DEFAULT_REDIS_PREFIX: &str = "gigachat-proxy";
+pub(crate) const DEFAULT_REDIS_PREFIX: &str = "gigachat-proxy";
 /// A Redis in the same region answers in about a millisecond and Upstash
 /// across regions in tens; 250 ms is the most latency an unreachable Redis
 /// may add to a request before the failure mode decides.
-pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Redis URL variables, first match wins: the generic name, then what the
 /// Vercel KV / Upstash integrations set.
-pub const VAR_REDIS_URLS: [&str; 3] = ["REDIS_URL", "KV_URL", "UPSTASH_REDIS_URL"];
-pub const VAR_REDIS_PREFIX: &str = "GIGACHAT_PROXY_REDIS_PREFIX";
-pub const VAR_REDIS_TIMEOUT_MS: &str = "GIGACHAT_PROXY_REDIS_TIMEOUT_MS";
-pub const VAR_REDIS_FAILURE: &str = "GIGACHAT_PROXY_REDIS_FAILURE";
+pub(crate) const VAR_REDIS_URLS: [&str; 3] = ["REDIS_URL", "KV_URL", "UPSTASH_REDIS_URL"];
+pub(crate) const VAR_REDIS_PREFIX: &str = "GIGACHAT_PROXY_REDIS_PREFIX";
+pub(crate) const VAR_REDIS_TIMEOUT_MS: &str = "GIGACHAT_PROXY_REDIS_TIMEOUT_MS";
+pub(crate) const VAR_REDIS_FAILURE: &str = "GIGACHAT_PROXY_REDIS_FAILURE";
 
 /// What the limiter does when Redis cannot be reached within the timeout.
 /// (The cache and the shared token need no choice: for them a failure is
@@ -56,8 +56,8 @@ pub struct RedisConfig {
     /// `scheme://host` only, for logs and `Debug`.
     pub(crate) redacted: String,
     /// The variable the URL came from.
-    pub source_variable: &'static str,
-    pub prefix: String,
+    pub(crate) source_variable: &'static str,
+    pub(crate) prefix: String,
     /// Bounds every round trip to Redis.
     pub timeout: Duration,
     pub failure: FailureMode,
@@ -66,7 +66,7 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Reads the Redis variables; `None` when no URL variable is set (the
     /// prefix, timeout and failure mode are read only with a URL).
-    pub fn from_env(env: &Env<'_>) -> Result<Option<RedisConfig>, ConfigError> {
+    pub(crate) fn from_env(env: &Env<'_>) -> Result<Option<RedisConfig>, ConfigError> {
         let Some((source, url)) = env.first(&VAR_REDIS_URLS) else {
             return Ok(None);
         };
@@ -131,7 +131,7 @@ impl RedisConfig {
     }
 
     /// `scheme://host` of the Redis URL: safe to log.
-    pub fn redacted_url(&self) -> &str {
+    pub(crate) fn redacted_url(&self) -> &str {
         &self.redacted
     }
 }

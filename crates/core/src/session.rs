@@ -7,11 +7,13 @@
 //! JWT, so neither the authorization key nor the upstream token ever leaves
 //! the server.
 //!
-//! The signing key is bound to the end-user auth configuration (see
-//! [`crate::access::AccessConfig::session_binding`]): instances that share
-//! the GigaChat key (or `GIGACHAT_PROXY_SESSION_SECRET`) but differ in who
-//! may call, such as a developer's open `cargo run` and the production
-//! deployment that requires a login, cannot verify each other's tokens.
+//! The signing key is bound to the end-user auth configuration (the access
+//! configuration's `session_binding`, handed to [`SessionKeys::new`] as
+//! bytes, so sessions depend on nothing of access control): instances that
+//! share the GigaChat key (or `GIGACHAT_PROXY_SESSION_SECRET`) but differ
+//! in who may call, such as a developer's open `cargo run` and the
+//! production deployment that requires a login, cannot verify each other's
+//! tokens.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use gigachat_proxy_core::Error;
-use gigachat_proxy_core::limits::{FailureMode, Limiter, LimitsConfig, Rate};
-use gigachat_proxy_core::redis::RedisConfig;
+use gigachat_proxy_core::limits_for_tests::{
+    Error, FailureMode, Limiter, LimitsConfig, Rate, RedisConfig,
+};
 use gigachat_test_support::redis_server::RedisServer;
 
 /// A generous per-round-trip timeout for the correctness tests: the machine

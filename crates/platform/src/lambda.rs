@@ -6,8 +6,7 @@
 
 use std::ffi::OsStr;
 
-use gigachat_proxy_core::config::env::Env;
-use gigachat_proxy_core::{BoxError, ClientAddr, ConfigError, Proxy, ProxyBody};
+use gigachat_proxy_core::{BoxError, ClientAddr, ConfigError, Env, Proxy, ProxyBody};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt, Response, service_fn};
 

@@ -5,8 +5,7 @@
 pub mod lambda;
 pub mod vercel;
 
-use gigachat_proxy_core::config::env::Env;
-use gigachat_proxy_core::{BoxError, Platform, Proxy};
+use gigachat_proxy_core::{BoxError, Env, Platform, Proxy};
 
 /// Which platform started this process, decided once from the variables
 /// each platform sets for its functions.

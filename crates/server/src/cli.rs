@@ -2,7 +2,7 @@
 //! argument-parsing crate; the variables go through the core's reader, so
 //! they are spelled and checked like every other setting.
 
-use gigachat_proxy_core::config::env::{Env, whole_seconds};
+use gigachat_proxy_core::{Env, whole_seconds};
 
 pub const USAGE: &str = "\
 Usage: gigachat-proxy [--host HOST] [--port PORT]
@@ -25,7 +25,7 @@ longest-idle connections are closed, and if every one is busy a new one gets
 a 503.
 
 Without GIGACHAT_CREDENTIALS the built-in GigaChat emulator is started and used.
-See README.md for every GIGACHAT_* variable.
+See docs/configuration.md for every variable.
 ";
 
 #[derive(Debug, Clone, PartialEq, Eq)]

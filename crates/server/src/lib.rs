@@ -14,8 +14,7 @@ pub mod site;
 
 use std::process::ExitCode;
 
-use gigachat_proxy_core::config::env::Env;
-use gigachat_proxy_core::{Config, Platform, Proxy};
+use gigachat_proxy_core::{Config, Env, Platform, Proxy};
 
 pub use cli::Options;
 pub use serve::{ConnectionLimits, Server, serve};

@@ -110,7 +110,8 @@ pub async fn serve(
     // HTTP/1.1: `idle_timeout` to send a request's head, also between
     // requests; without it (hyper needs a timer for it) a client sending
     // headers a byte at a time could hold a connection open forever.
-    // nginx's `client_header_timeout` is 60 s, its `keepalive_timeout` 75 s.
+    // 30 s by default: long enough for a slow mobile client to send a head,
+    // short enough that idle sockets do not pile up against the connection cap.
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -393,7 +394,7 @@ async fn shutdown_signal() {
 /// Prometheus scrape endpoint. Counts and timings only: no identities, no
 /// content, no secrets, so it needs no protection beyond the network's.
 fn metrics_response(proxy: &Proxy) -> hyper::Response<gigachat_proxy_core::ProxyBody> {
-    let mut response = hyper::Response::new(gigachat_proxy_core::body::full(proxy.metrics_text()));
+    let mut response = hyper::Response::new(gigachat_proxy_core::full_body(proxy.metrics_text()));
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

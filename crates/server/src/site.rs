@@ -9,8 +9,7 @@
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
-use gigachat_proxy_core::ProxyBody;
-use gigachat_proxy_core::body::{empty, full};
+use gigachat_proxy_core::{ProxyBody, empty_body, full_body};
 
 /// The page talks only to its own origin and runs only its own files: no
 /// inline script or style, no plugins, no framing, no `<base>` tricks.
@@ -73,7 +72,12 @@ pub fn respond<B>(request: &Request<B>) -> Option<Response<ProxyBody>> {
         _ => return None,
     };
     let asset = asset(request.uri().path())?;
-    let mut response = Response::new(if head { empty() } else { full(asset.body) });
+    let body = if head {
+        empty_body()
+    } else {
+        full_body(asset.body)
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(

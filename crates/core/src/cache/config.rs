@@ -54,6 +54,7 @@ impl CacheConfig {
     }
 
     /// Nothing cached.
+    #[cfg(test)]
     pub fn disabled() -> Self {
         Self {
             models_ttl: None,

@@ -37,10 +37,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Response, StatusCode, header};
 
-pub use config::{
-    CacheConfig, DEFAULT_MAX_ENTRIES, DEFAULT_MODELS_TTL, MAX_ENTRY_BYTES, MEMORY_BUDGET_BYTES,
-    VAR_CHAT_TTL, VAR_MAX_ENTRIES, VAR_MODELS_TTL,
-};
+use config::{CacheConfig, MEMORY_BUDGET_BYTES};
 
 use crate::body::ProxyBody;
 use crate::endpoint::Endpoint;
@@ -58,8 +55,6 @@ const MISS: HeaderValue = HeaderValue::from_static("MISS");
 /// a response without one was not an API call that reached the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
-    /// Not cacheable (or the cache is off): no lookup, no `X-Cache`.
-    Bypass,
     /// Answered from the cache; GigaChat was not called.
     Hit,
     /// Looked up, not found; the answer was not stored (not cacheable, or
@@ -72,7 +67,6 @@ pub enum CacheOutcome {
 impl CacheOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            CacheOutcome::Bypass => "bypass",
             CacheOutcome::Hit => "hit",
             CacheOutcome::Miss => "miss",
             CacheOutcome::Stored => "stored",

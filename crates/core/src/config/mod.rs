@@ -16,7 +16,7 @@
 
 #[cfg(test)]
 mod documented;
-pub mod env;
+pub(crate) mod env;
 
 use std::time::Duration;
 
@@ -89,46 +89,46 @@ impl UpstreamKind {
 /// Everything the core needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub platform: Platform,
+    pub(crate) platform: Platform,
     /// The Studio "authorization key": already base64(client_id:client_secret).
-    pub credentials: Secret<String>,
+    pub(crate) credentials: Secret<String>,
     pub scope: Scope,
-    pub auth_url: Url,
+    pub(crate) auth_url: Url,
     pub base_url: Url,
     pub upstream_kind: UpstreamKind,
     /// Time to the response headers, retries included (`GIGACHAT_TIMEOUT`).
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// The longest silence allowed between two chunks of a stream.
-    pub stream_idle_timeout: Duration,
+    pub(crate) stream_idle_timeout: Duration,
     /// The longest a whole answer may take, stream included.
-    pub total_timeout: Duration,
-    pub retry: RetryPolicy,
-    pub token_expiry_buffer: Duration,
-    pub max_body_bytes: usize,
+    pub(crate) total_timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) token_expiry_buffer: Duration,
+    pub(crate) max_body_bytes: usize,
     /// The longest a request body may take to arrive, from the first read
     /// to its end (`GIGACHAT_PROXY_BODY_TIMEOUT`).
-    pub body_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     /// Signs the proxy's own session tokens (`/api/gigachat-oauth`).
-    pub session_secret: Secret<Vec<u8>>,
-    pub session_ttl: Duration,
+    pub(crate) session_secret: Secret<Vec<u8>>,
+    pub(crate) session_ttl: Duration,
     /// Which web pages may call (see `cors`).
-    pub cors: crate::cors::CorsConfig,
+    pub(crate) cors: crate::cors::CorsConfig,
     /// Who may call (see `access`).
-    pub access: crate::access::AccessConfig,
+    pub(crate) access: crate::access::AccessConfig,
     /// How much they may call (see `limits`).
-    pub limits: crate::limits::config::LimitsConfig,
+    pub(crate) limits: crate::limits::config::LimitsConfig,
     /// Which answers are kept, and for how long (see `cache`).
-    pub cache: crate::cache::config::CacheConfig,
+    pub(crate) cache: crate::cache::config::CacheConfig,
     /// The Redis the limits, the cache and the shared token use; `None`
     /// keeps all of them in this instance's memory (see `redis`).
-    pub redis: Option<crate::redis::RedisConfig>,
+    pub(crate) redis: Option<crate::redis::RedisConfig>,
     /// Which GigaChat credential this is, for keys in a Redis that several
     /// deployments may share (the upstream guard, the cache, the shared
     /// token): a short one-way fingerprint, never the key.
     pub(crate) credential_id: String,
     /// Trust and identity for GigaChat's TLS (see `upstream::tls`).
-    pub tls: crate::upstream::tls::TlsConfig,
+    pub(crate) tls: crate::upstream::tls::TlsConfig,
 }
 
 /// Which upstream failures are tried again, and how patiently. Names and
@@ -456,7 +456,7 @@ mod tests {
         assert_ne!(a.session_secret.expose().as_slice(), KEY.as_bytes());
     }
 
-    /// DNS rebinding (issue 9): the local server on loopback answers only
+    /// DNS rebinding: the local server on loopback answers only
     /// to names a page cannot re-point; deployments and a server listening
     /// on every interface go by the names they are reached under.
     #[test]

@@ -38,7 +38,7 @@ pub const DEFAULT_UPSTREAM_CONCURRENCY_COMPANY: u64 = 10;
 /// short enough that the client gets a clear 503 well inside the platforms'
 /// function time limits and a person's patience.
 pub const DEFAULT_UPSTREAM_QUEUE_TIMEOUT: Duration = Duration::from_secs(20);
-/// The variables, in the order they are listed in the README.
+/// The variables, in the order they are listed in docs/configuration.md.
 pub const VAR_RATE: &str = "GIGACHAT_PROXY_RATE_LIMIT";
 pub const VAR_RATE_ANONYMOUS: &str = "GIGACHAT_PROXY_RATE_LIMIT_ANONYMOUS";
 pub const VAR_MAX_STREAMS: &str = "GIGACHAT_PROXY_MAX_STREAMS";
@@ -176,8 +176,8 @@ impl LimitsConfig {
         })
     }
 
-    /// Every limit off: what a test or an embedding that does its own
-    /// limiting starts from.
+    /// Every limit off: what the limiter's tests (unit and against a real
+    /// Redis) start from.
     pub fn disabled() -> LimitsConfig {
         LimitsConfig {
             rate: None,

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::RateLimitInfo;
 use super::config::Rate;
+use super::info::RateLimitInfo;
 
 /// One GCRA step. `tat_us` is the stored TAT (`None` for a fresh identity),
 /// `now_us` the current time; both in microseconds on the same clock.

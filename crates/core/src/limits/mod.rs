@@ -9,64 +9,38 @@
 //! its timeout, `GIGACHAT_PROXY_REDIS_FAILURE=open` falls back to this
 //! instance's memory (the limits then hold per instance) and logs a warning
 //! at most every 10 s; `closed` answers `503 limiter_unavailable`.
-
-use http::{HeaderMap, HeaderName, HeaderValue};
-
-/// The state of one identity's request budget, as the `RateLimit-*`
-/// headers (IETF draft) describe it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimitInfo {
-    /// Requests allowed per window.
-    pub limit: u64,
-    /// Requests still allowed right now.
-    pub remaining: u64,
-    /// Seconds until the budget is full again.
-    pub reset_secs: u64,
-    /// The window, in seconds.
-    pub window_secs: u64,
-    /// Seconds to wait before the next request can pass (0 when allowed).
-    pub retry_after_secs: u64,
-}
-
-const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-
-impl RateLimitInfo {
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(self.limit));
-        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
-        headers.insert(RATELIMIT_RESET, HeaderValue::from(self.reset_secs));
-        if let Ok(policy) = HeaderValue::try_from(format!("{};w={}", self.limit, self.window_secs))
-        {
-            headers.insert(RATELIMIT_POLICY, policy);
-        }
-        if self.retry_after_secs > 0 {
-            headers.insert(
-                http::header::RETRY_AFTER,
-                HeaderValue::from(self.retry_after_secs),
-            );
-        }
-    }
-}
+//!
+//! A request meets the limits twice: [`Limiter::admit`] before its body is
+//! read (the request rate), and [`Limiter::guards`] before it goes to
+//! GigaChat (the slots it holds, as one [`Guards`] that the response body
+//! keeps until it ends). A new kind of limit is checked in one of those two
+//! and refuses with an `Error` variant of its own, so it touches this
+//! module and `error.rs`, and no route.
 
 pub(crate) mod config;
+mod guards;
+pub(crate) mod info;
 mod memory;
 mod redis_store;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use http::HeaderMap;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub use crate::redis::FailureMode;
 pub use config::{LimitsConfig, Rate};
+pub(crate) use guards::Guards;
+pub use guards::{StreamLease, UpstreamPermit};
+pub use info::RateLimitInfo;
+pub(crate) use info::RateLimitOutcome;
 
 use crate::error::Error;
 use crate::redis::RedisConfig;
-use memory::{MemoryRates, MemoryStreamLease, MemoryStreams};
+use memory::{MemoryRates, MemoryStreams};
 use redis_store::{RedisLease, RedisStore, Unavailable};
 
 /// The limiter: built once per process, cheap to clone (clones share
@@ -158,9 +132,51 @@ impl Limiter {
         }
     }
 
-    /// One request by `identity` (an opaque key such as `key:ab12…`,
-    /// `sub:alice`, `ip:203.0.113.7`); `anonymous` picks the anonymous
-    /// limit. `Ok(Some(info))`: allowed with a limit in force (send the
+    /// Every limit a request must pass before its body is read, for the
+    /// caller `identity` (an opaque key such as `key:ab12…`, `sub:alice`,
+    /// `ip:203.0.113.7`; `anonymous` picks the anonymous rate).
+    /// `Err(RateLimited)`: over a limit; `Err(LimiterUnavailable)`: Redis
+    /// failed and the proxy fails closed.
+    pub(crate) async fn admit(&self, identity: &str, anonymous: bool) -> Result<Admission, Error> {
+        Ok(Admission {
+            rate: self.check_request(identity, anonymous).await?,
+        })
+    }
+
+    /// What a request must hold before it goes to GigaChat: a stream slot
+    /// when its body asks for a stream, then an upstream slot — in that
+    /// order, so a caller over their stream limit never waits in the
+    /// upstream queue. A cached answer needs none of them.
+    pub(crate) async fn guards(&self, identity: &str, stream: bool) -> Result<Guards, Error> {
+        let stream = if stream {
+            self.acquire_stream(identity).await?
+        } else {
+            None
+        };
+        let upstream = self.acquire_upstream().await?;
+        Ok(Guards {
+            stream,
+            _upstream: upstream,
+        })
+    }
+
+    /// The answer is a stream: from here on it holds a stream slot, unless
+    /// the request took one already (a body may ask for a stream in ways
+    /// the proxy cannot see). Over the limit, the caller drops the answer,
+    /// which cancels it.
+    pub(crate) async fn hold_stream(
+        &self,
+        guards: &mut Guards,
+        identity: &str,
+    ) -> Result<(), Error> {
+        if guards.stream.is_none() {
+            guards.stream = self.acquire_stream(identity).await?;
+        }
+        Ok(())
+    }
+
+    /// One request by `identity`; `anonymous` picks the anonymous limit.
+    /// `Ok(Some(info))`: allowed with a limit in force (send the
     /// `RateLimit-*` headers); `Ok(None)`: no limit applies;
     /// `Err(RateLimited)`: over the limit; `Err(LimiterUnavailable)`: Redis
     /// failed and the proxy fails closed.
@@ -178,16 +194,13 @@ impl Limiter {
         let Some(rate) = rate else {
             return Ok(None);
         };
-        let (allowed, info) = match &inner.redis {
-            Some(redis) => match redis.check_rate(&redis.key("rate", identity), rate).await {
-                Ok((allowed, ahead_us)) => {
-                    (allowed, memory::decision_info(rate, allowed, ahead_us))
-                }
-                Err(Unavailable) => {
-                    fail_mode(redis)?;
-                    inner.rates.check(identity, rate)
-                }
-            },
+        let shared = inner
+            .shared(
+                |redis| async move { redis.check_rate(&redis.key("rate", identity), rate).await },
+            )
+            .await?;
+        let (allowed, info) = match shared {
+            Some((allowed, ahead_us)) => (allowed, memory::decision_info(rate, allowed, ahead_us)),
             None => inner.rates.check(identity, rate),
         };
         if allowed {
@@ -204,24 +217,21 @@ impl Limiter {
         let Some(limit) = inner.max_streams else {
             return Ok(None);
         };
-        if let Some(redis) = &inner.redis {
-            let key = redis.key("streams", identity);
-            let id = lease_id();
-            match redis.try_acquire(&key, &id, limit).await {
-                Ok(true) => {
-                    let lease = RedisLease::start(Arc::clone(redis), key, id);
-                    return Ok(Some(StreamLease {
-                        _inner: LeaseInner::Redis(lease),
-                    }));
-                }
-                Ok(false) => return Err(Error::TooManyStreams { limit }),
-                Err(Unavailable) => fail_mode(redis)?,
-            }
+        let shared = inner
+            .shared(|redis| async move {
+                let key = redis.key("streams", identity);
+                let id = lease_id();
+                let granted = redis.try_acquire(&key, &id, limit).await?;
+                Ok(granted.then(|| RedisLease::start(Arc::clone(redis), key, id)))
+            })
+            .await?;
+        match shared {
+            Some(Some(lease)) => return Ok(Some(StreamLease::in_redis(lease))),
+            Some(None) => return Err(Error::TooManyStreams { limit }),
+            None => {}
         }
         match inner.streams.try_acquire(identity, limit) {
-            Some(lease) => Ok(Some(StreamLease {
-                _inner: LeaseInner::Memory(lease),
-            })),
+            Some(lease) => Ok(Some(StreamLease::in_memory(lease))),
             None => Err(Error::TooManyStreams { limit }),
         }
     }
@@ -237,23 +247,22 @@ impl Limiter {
         };
         let started = Instant::now();
         let deadline = started + inner.upstream_queue_timeout;
-        if let Some(redis) = &inner.redis {
-            let id = lease_id();
+        if inner.redis.is_some() {
+            let key = &inner.upstream_key;
+            let id = &lease_id();
             let mut pause = UPSTREAM_POLL_MIN;
-            loop {
-                match redis.try_acquire(&inner.upstream_key, &id, limit).await {
-                    Ok(true) => {
-                        let lease =
-                            RedisLease::start(Arc::clone(redis), inner.upstream_key.clone(), id);
-                        return Ok(Some(UpstreamPermit {
-                            _inner: PermitInner::Redis(lease),
-                        }));
-                    }
-                    Ok(false) => {}
-                    Err(Unavailable) => {
-                        fail_mode(redis)?;
-                        break;
-                    }
+            // Polled until granted, or until Redis fails: then refused (fail
+            // closed) or queued in memory below (fail open).
+            while let Some(granted) = inner
+                .shared(|redis| async move {
+                    let granted = redis.try_acquire(key, id, limit).await?;
+                    Ok(granted
+                        .then(|| RedisLease::start(Arc::clone(redis), key.clone(), id.clone())))
+                })
+                .await?
+            {
+                if let Some(lease) = granted {
+                    return Ok(Some(UpstreamPermit::in_redis(lease)));
                 }
                 let now = Instant::now();
                 if now >= deadline {
@@ -269,21 +278,60 @@ impl Limiter {
         // In memory: the semaphore is FIFO, so requests are served in order.
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, Arc::clone(semaphore).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Some(UpstreamPermit {
-                _inner: PermitInner::Memory(permit),
-            })),
+            Ok(Ok(permit)) => Ok(Some(UpstreamPermit::in_memory(permit))),
             // The semaphore is never closed; treat it like a timeout anyway.
             Ok(Err(_)) | Err(_) => Err(busy(started)),
         }
     }
 }
 
-/// What a Redis failure means for the request: `Ok` to fall back to this
-/// instance's memory (fail open), `Err` to refuse it (fail closed).
-fn fail_mode(redis: &RedisStore) -> Result<(), Error> {
-    match redis.failure {
-        FailureMode::Open => Ok(()),
-        FailureMode::Closed => Err(Error::LimiterUnavailable),
+impl Inner {
+    /// The one place where a Redis failure meets the failure mode: runs
+    /// `op` on the shared store, if there is one. `Ok(Some)`: Redis
+    /// answered; `Ok(None)`: decide in this instance's memory (no Redis, or
+    /// it failed and the proxy fails open; the store has logged why);
+    /// `Err(LimiterUnavailable)`: it failed and the proxy fails closed.
+    async fn shared<'a, T, Fut>(
+        &'a self,
+        op: impl FnOnce(&'a Arc<RedisStore>) -> Fut,
+    ) -> Result<Option<T>, Error>
+    where
+        Fut: Future<Output = Result<T, Unavailable>>,
+    {
+        let Some(redis) = &self.redis else {
+            return Ok(None);
+        };
+        match op(redis).await {
+            Ok(answer) => Ok(Some(answer)),
+            Err(Unavailable) => match redis.failure {
+                FailureMode::Open => Ok(None),
+                FailureMode::Closed => Err(Error::LimiterUnavailable),
+            },
+        }
+    }
+}
+
+/// What the limits said when they let a request in, for its answer's
+/// `RateLimit-*` headers and the access line.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    rate: Option<RateLimitInfo>,
+}
+
+impl Admission {
+    /// Adds the `RateLimit-*` headers, when a rate limit applies.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        if let Some(info) = &self.rate {
+            info.apply(headers);
+        }
+    }
+
+    pub(crate) fn outcome(&self) -> RateLimitOutcome {
+        if self.rate.is_some() {
+            RateLimitOutcome::Allowed
+        } else {
+            RateLimitOutcome::Off
+        }
     }
 }
 
@@ -296,48 +344,6 @@ fn busy(started: Instant) -> Error {
 /// A random lease id: 128 bits, so two instances never collide.
 fn lease_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-/// One open stream's slot; dropping it frees the slot (in Redis: a spawned
-/// `ZREM`; without a runtime the lease expires by itself).
-pub struct StreamLease {
-    _inner: LeaseInner,
-}
-
-// The fields are held only for their `Drop`, which frees the slot.
-#[allow(dead_code)]
-enum LeaseInner {
-    Memory(MemoryStreamLease),
-    Redis(RedisLease),
-}
-
-/// One upstream request's slot; dropping it frees the slot.
-pub struct UpstreamPermit {
-    _inner: PermitInner,
-}
-
-#[allow(dead_code)]
-enum PermitInner {
-    Memory(OwnedSemaphorePermit),
-    Redis(RedisLease),
-}
-
-impl std::fmt::Debug for StreamLease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self._inner {
-            LeaseInner::Memory(_) => "StreamLease(memory)",
-            LeaseInner::Redis(_) => "StreamLease(redis)",
-        })
-    }
-}
-
-impl std::fmt::Debug for UpstreamPermit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self._inner {
-            PermitInner::Memory(_) => "UpstreamPermit(memory)",
-            PermitInner::Redis(_) => "UpstreamPermit(redis)",
-        })
-    }
 }
 
 #[cfg(test)]
@@ -358,6 +364,7 @@ mod tests {
     fn leases_and_the_limiter_can_cross_tasks() {
         assert_send_sync_static::<StreamLease>();
         assert_send_sync_static::<UpstreamPermit>();
+        assert_send_sync_static::<Guards>();
         assert_send_sync_static::<Limiter>();
     }
 
@@ -423,6 +430,44 @@ mod tests {
         // A lease moved into another task and dropped there frees the slot.
         tokio::spawn(async move { drop(first) }).await.unwrap();
         let _third = limiter.acquire_stream("u").await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guards_take_what_applies_and_an_answered_stream_holds_a_slot() {
+        let mut config = LimitsConfig::disabled();
+        config.max_streams = Some(1);
+        config.upstream_concurrency = Some(1);
+        config.upstream_queue_timeout = Duration::from_secs(5);
+        let limiter = Limiter::new(&config);
+        let mut asked = limiter.guards("u", true).await.unwrap();
+        // Asked for a stream: its slot is taken, and not a second time when
+        // the answer streams.
+        limiter.hold_stream(&mut asked, "u").await.unwrap();
+        // The stream slot is checked before the upstream queue is joined:
+        // over the stream limit, no wait.
+        let started = Instant::now();
+        assert!(matches!(
+            limiter.guards("u", true).await,
+            Err(Error::TooManyStreams { limit: 1 })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(asked);
+
+        // A stream nobody asked for takes its slot when it is answered.
+        let mut unasked = limiter.guards("v", false).await.unwrap();
+        assert!(unasked.stream.is_none());
+        limiter.hold_stream(&mut unasked, "v").await.unwrap();
+        assert!(matches!(
+            limiter.acquire_stream("v").await,
+            Err(Error::TooManyStreams { limit: 1 })
+        ));
+        // The upstream slot is held as long as the guards are.
+        assert!(matches!(
+            limiter.acquire_upstream().await,
+            Err(Error::UpstreamBusy { .. })
+        ));
+        drop(unasked);
+        let _again = limiter.guards("v", true).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,8 +3,7 @@
 //! they like) together admit no more than the limit.
 //!
 //! Key layout, all under `{prefix}:v1:` (the `v1` changes whenever a script's
-//! semantics change, so a rolling deploy never mixes two meanings of a key,
-//! as TensorZero does with its `_v2` functions):
+//! semantics change, so a rolling deploy never mixes two meanings of a key):
 //! - `rate:{identity}`: a string, the GCRA TAT in server microseconds, with
 //!   a `PX` expiry at the moment the bucket is full again (then it carries
 //!   no state);

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::Answer;
+use super::admit::{Admitted, Purpose, admit};
 use super::request_body::RequestBody;
 use crate::Proxy;
 use crate::Ready;
@@ -83,23 +84,7 @@ where
     let endpoint = Endpoint::classify(request.method(), client_path, ready.base.default_version());
     log.endpoint = Some(endpoint);
     let retryable = endpoint.safe_to_repeat(request.method());
-    let client_ip = ready.access.client_ip(
-        ready.config.platform,
-        request.headers(),
-        request.extensions().get::<crate::access::ClientAddr>(),
-    );
-    let identity = ready
-        .access
-        .identify(request.headers(), client_ip, &ready.sessions)
-        .await?;
-    log.set_identity(&identity.key);
-    let limit = ready
-        .limiter
-        .check_request(&identity.key, identity.anonymous)
-        .await?;
-    if limit.is_some() {
-        log.rate_limit = "allowed";
-    }
+    let Admitted { identity, limits } = admit(ready, &request, Purpose::Call, log).await?;
 
     let (parts, ()) = request.into_parts();
     // The body is read whole (within the limit) because a 401 or a
@@ -123,17 +108,10 @@ where
     if let Some(key) = &cache_key
         && let Some(mut response) = ready.cache.lookup(key).await
     {
-        if let Some(info) = limit {
-            info.apply(response.headers_mut());
-        }
+        limits.apply(response.headers_mut());
         return Ok(Answer::from(response));
     }
-    let lease = if summary.stream {
-        ready.limiter.acquire_stream(&identity.key).await?
-    } else {
-        None
-    };
-    let permit = ready.limiter.acquire_upstream().await?;
+    let mut guards = ready.limiter.guards(&identity.key, summary.stream).await?;
 
     let mut headers = HeaderMap::with_capacity(12);
     crate::headers::forward_request_headers(&parts.headers, &mut headers);
@@ -151,24 +129,23 @@ where
     // may ask for a stream in ways the summary cannot see); whatever
     // streams back holds a slot. Over the limit, the upstream answer is
     // dropped, which cancels it.
-    let lease = match lease {
-        None if sse => ready.limiter.acquire_stream(&identity.key).await?,
-        lease => lease,
-    };
+    if sse {
+        ready
+            .limiter
+            .hold_stream(&mut guards, &identity.key)
+            .await?;
+    }
     if let Some(key) = &cache_key {
         ready
             .cache
             .store(key, &mut response, sse, answer_bytes.as_ref())
             .await;
     }
-    if let Some(info) = limit {
-        info.apply(response.headers_mut());
-    }
+    limits.apply(response.headers_mut());
     Ok(Answer {
         response,
         sse,
-        lease,
-        permit,
+        guards,
     })
 }
 

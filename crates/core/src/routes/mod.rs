@@ -2,6 +2,7 @@
 //! one log line, `Connection: close` when the request's body was left on
 //! the connection).
 
+mod admit;
 pub mod api;
 pub mod health;
 pub mod oauth;
@@ -12,9 +13,10 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 
 use crate::Proxy;
 use crate::body::{BoxError, ProxyBody};
+use crate::cache::CacheOutcome;
 use crate::cors::{Cors, Verdict};
 use crate::error::Error;
-use crate::limits::{StreamLease, UpstreamPermit};
+use crate::limits::{Guards, RateLimitOutcome};
 use crate::observe::{RequestLog, TrackedBody};
 use http_body_util::BodyExt;
 use request_body::RequestBody;
@@ -98,18 +100,14 @@ where
                 tracing::warn!(request_id = %log.request_id, route = route.name(), error = %err, "request failed");
             }
             log.error_code = Some(err.code());
-            if matches!(err, Error::RateLimited(_) | Error::TooManyStreams { .. }) {
-                log.rate_limit = "limited";
+            if err.refused_by_a_limit() {
+                log.rate_limit = RateLimitOutcome::Limited;
             }
             Answer::from(err.into_response(&log.request_id))
         }
     };
     let (mut parts, response_body) = answer.response.into_parts();
-    log.cache = parts
-        .extensions
-        .get::<crate::cache::CacheOutcome>()
-        .map(|outcome| outcome.as_str())
-        .filter(|outcome| *outcome != "bypass");
+    log.cache = parts.extensions.get::<CacheOutcome>().copied();
     if let Some((cors, verdict)) = &cors
         && !preflight
     {
@@ -153,7 +151,7 @@ where
         .is_some_and(|c| c.platform == crate::config::Platform::Lambda);
     log.status = parts.status.as_u16();
     log.stream = answer.sse;
-    let body = TrackedBody::new(response_body, log, answer.sse, answer.lease, answer.permit);
+    let body = TrackedBody::new(response_body, log, answer.sse, answer.guards);
     Response::from_parts(parts, body.boxed())
 }
 
@@ -161,8 +159,8 @@ where
 pub(crate) struct Answer {
     pub response: Response<ProxyBody>,
     pub sse: bool,
-    pub lease: Option<StreamLease>,
-    pub permit: Option<UpstreamPermit>,
+    /// The limit slots the request holds until its body ends.
+    pub guards: Guards,
 }
 
 impl From<Response<ProxyBody>> for Answer {
@@ -170,8 +168,7 @@ impl From<Response<ProxyBody>> for Answer {
         Self {
             response,
             sse: false,
-            lease: None,
-            permit: None,
+            guards: Guards::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use super::admit::{Admitted, Purpose, admit};
 use crate::Proxy;
 use crate::body::{ProxyBody, json_response};
 use crate::error::Error;
@@ -25,22 +26,9 @@ pub(crate) async fn handle<B>(
         return Err(Error::MethodNotAllowed { allowed: "POST" });
     }
     let ready = proxy.ready()?;
-    let client_ip = ready.access.client_ip(
-        ready.config.platform,
-        request.headers(),
-        request.extensions().get::<crate::access::ClientAddr>(),
-    );
-    let identity = ready
-        .access
-        .identify_for_minting(request.headers(), client_ip)
-        .await?;
-    log.set_identity(&identity.key);
     // Minting counts against the caller's budget like any request, so
     // fresh sessions cannot be farmed.
-    let limit = ready
-        .limiter
-        .check_request(&identity.key, identity.anonymous)
-        .await?;
+    let Admitted { identity, limits } = admit(ready, request, Purpose::Mint, log).await?;
     let subject = if identity.anonymous {
         crate::session::ANONYMOUS
     } else {
@@ -54,9 +42,6 @@ pub(crate) async fn handle<B>(
             "expires_at": minted.expires_at_ms,
         }),
     );
-    if let Some(info) = limit {
-        log.rate_limit = "allowed";
-        info.apply(response.headers_mut());
-    }
+    limits.apply(response.headers_mut());
     Ok(response)
 }

@@ -90,17 +90,11 @@ impl UpstreamClient {
     }
 }
 
-/// The reqwest client of the OAuth token exchange, with the
-/// configuration's own TLS settings.
-pub fn build(config: &Config) -> Result<reqwest::Client, Error> {
-    build_with_tls(config, &config.tls)
-}
-
-/// The reqwest client with `tls` (see [`TlsConfig::client_config`]). Only
-/// the upstream clients get these settings: nothing else in the process
-/// (the Redis limiter, JWKS fetches) trusts the extra roots or skips
-/// verification.
-pub fn build_with_tls(config: &Config, tls: &TlsConfig) -> Result<reqwest::Client, Error> {
+/// The reqwest client of the OAuth token exchange, with `tls` (see
+/// [`TlsConfig::client_config`]). Only the upstream clients get these
+/// settings: nothing else in the process (the Redis limiter, JWKS fetches)
+/// trusts the extra roots or skips verification.
+pub fn build(config: &Config, tls: &TlsConfig) -> Result<reqwest::Client, Error> {
     apply_tls(reqwest::Client::builder(), tls)
         .connect_timeout(config.connect_timeout)
         // Longest silence between two reads: bounds a stalled answer.

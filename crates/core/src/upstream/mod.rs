@@ -1,15 +1,15 @@
 //! Everything that talks to GigaChat: the pooled HTTP client with its trust
 //! roots, the OAuth token manager, and the streaming response body.
 
-pub mod body;
-pub mod client;
-pub mod connector;
+pub(crate) mod body;
+pub(crate) mod client;
+mod connector;
 pub(crate) mod oauth;
 pub(crate) mod retry;
 pub(crate) mod shared_token;
-pub mod sse;
-pub mod tls;
-pub mod token;
+pub(crate) mod sse;
+pub(crate) mod tls;
+pub(crate) mod token;
 
 use crate::error::{Error, TransportCause};
 

@@ -40,10 +40,6 @@ use verify_off::AcceptAnyCertificate;
 pub const RUSSIAN_TRUSTED_ROOT_CA_PEM: &[u8] =
     include_bytes!("../../../certs/russian_trusted_root_ca.pem");
 
-/// Its published SHA-256 fingerprint, checked by a test so a corrupted or
-/// swapped file cannot ship.
-pub const RUSSIAN_TRUSTED_ROOT_CA_SHA256: &str = "D2:6D:2D:02:31:B7:C3:9F:92:CC:73:85:12:BA:54:10:35:19:E4:40:5D:68:B5:BD:70:3E:97:88:CA:8E:CF:31";
-
 /// PEM file with CA certificates trusted in addition to the built-in roots.
 pub const CA_BUNDLE_FILE: &str = "GIGACHAT_CA_BUNDLE_FILE";
 /// `false` turns certificate verification toward GigaChat off.

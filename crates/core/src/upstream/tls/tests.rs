@@ -4,10 +4,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use super::*;
 use base64::Engine as _;
-use rustls_pki_types::{PrivateKeyDer, ServerName};
+use gigachat_test_support::pki::{Ca, Leaf, unrelated_key_pem};
+use gigachat_test_support::temp_dir::TempDir;
+use rustls_pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::PathBuf;
+
+/// The embedded root's published SHA-256 fingerprint, checked so a
+/// corrupted or swapped file cannot ship.
+const RUSSIAN_TRUSTED_ROOT_CA_SHA256: &str = "D2:6D:2D:02:31:B7:C3:9F:92:CC:73:85:12:BA:54:10:35:19:E4:40:5D:68:B5:BD:70:3E:97:88:CA:8E:CF:31";
 
 #[test]
 fn embedded_root_matches_the_published_fingerprint() {
@@ -28,66 +33,20 @@ fn embedded_root_matches_the_published_fingerprint() {
     russian_trusted_root().unwrap();
 }
 
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("gigachat-tls-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// A client CA, a client certificate from it for mTLS, and a `localhost`
+/// server certificate from the same CA for handshakes.
 struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-    other_key_pem: String,
-    /// A `localhost` server certificate from the same CA, for handshakes.
-    server_cert_pem: String,
-    server_key_pem: String,
+    ca: Ca,
+    client: Leaf,
+    server: Leaf,
 }
 
 fn pki() -> Pki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Test Client CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "gigachat-proxy test client");
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &issuer)
-        .unwrap();
+    let ca = Ca::new("Test Client CA");
     Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-        other_key_pem: rcgen::KeyPair::generate().unwrap().serialize_pem(),
-        server_cert_pem: server_cert.pem(),
-        server_key_pem: server_key.serialize_pem(),
+        client: ca.client_cert("gigachat-proxy test client"),
+        server: ca.server_cert(&["localhost"]),
+        ca,
     }
 }
 
@@ -96,9 +55,7 @@ fn pki() -> Pki {
 fn mtls_server(pki: &Pki) -> rustls::ServerConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut client_roots = rustls::RootCertStore::empty();
-    client_roots
-        .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
-        .unwrap();
+    client_roots.add(pki.ca.cert_der().clone()).unwrap();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(client_roots),
         provider.clone(),
@@ -109,10 +66,7 @@ fn mtls_server(pki: &Pki) -> rustls::ServerConfig {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap(),
-        )
+        .with_single_cert(vec![pki.server.cert_der().clone()], pki.server.key_der())
         .unwrap()
 }
 
@@ -154,10 +108,10 @@ fn handshake(
 #[test]
 fn the_upstream_client_builds_with_every_setting() {
     let pki = pki();
-    let dir = TempDir::new();
-    let ca = dir.write("ca.pem", &pki.ca_pem);
-    let cert = dir.write("client.crt", &pki.cert_pem);
-    let key = dir.write("client.key", &pki.key_pem);
+    let dir = TempDir::new("gigachat-tls");
+    let ca = dir.write("ca.pem", pki.ca.cert_pem());
+    let cert = dir.write("client.crt", pki.client.cert_pem());
+    let key = dir.write("client.key", pki.client.key_pem());
     let mut config = crate::config::Config::from_lookup(crate::config::Platform::Local, |name| {
         (name == "GIGACHAT_CREDENTIALS").then(|| "Y2xpZW50OnNlY3JldA==".to_owned())
     })
@@ -169,13 +123,13 @@ fn the_upstream_client_builds_with_every_setting() {
         (VERIFY_SSL_CERTS, "false"),
     ])
     .unwrap();
-    assert!(crate::upstream::client::build_with_tls(&config, &every).is_ok());
+    assert!(crate::upstream::client::build(&config, &every).is_ok());
     let _forwarding = crate::upstream::client::UpstreamClient::new(&config, &every);
-    assert!(crate::upstream::client::build(&config).is_ok());
+    assert!(crate::upstream::client::build(&config, &config.tls).is_ok());
     config.tls = every.clone();
-    assert!(crate::upstream::client::build(&config).is_ok());
+    assert!(crate::upstream::client::build(&config, &config.tls).is_ok());
 
-    let client_cert = CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap();
+    let client_cert = pki.client.cert_der().clone();
     let verified = parse(&[(CA_BUNDLE_FILE, &ca), (CERT_FILE, &cert), (KEY_FILE, &key)]).unwrap();
     let server = handshake(verified.client_config(), mtls_server(&pki))
         .expect("the extra root verifies the server, the identity satisfies it");
@@ -258,8 +212,12 @@ fn verify_accepts_the_sdk_spellings() {
 #[test]
 fn ca_bundle_keeps_only_the_certificates() {
     let pki = pki();
-    let dir = TempDir::new();
-    let bundle = format!("# comment lines are fine\n{}\n{}", pki.ca_pem, pki.cert_pem);
+    let dir = TempDir::new("gigachat-tls");
+    let bundle = format!(
+        "# comment lines are fine\n{}\n{}",
+        pki.ca.cert_pem(),
+        pki.client.cert_pem()
+    );
     let path = dir.write("ca.pem", bundle);
     let config = parse(&[(CA_BUNDLE_FILE, &path)]).unwrap();
     assert_eq!(config.extra_roots.len(), 2);
@@ -271,9 +229,9 @@ fn ca_bundle_keeps_only_the_certificates() {
 
 #[test]
 fn ca_bundle_errors_name_the_variable_not_the_path_or_contents() {
-    let dir = TempDir::new();
-    let missing = dir.0.join("secret-value-123.pem");
-    let result = parse(&[(CA_BUNDLE_FILE, missing.to_str().unwrap())]);
+    let dir = TempDir::new("gigachat-tls");
+    let missing = dir.path("secret-value-123.pem");
+    let result = parse(&[(CA_BUNDLE_FILE, &missing)]);
     assert_error(result.clone(), CA_BUNDLE_FILE, "does not exist");
     assert!(!result.unwrap_err().to_string().contains("secret-value-123"));
 
@@ -282,7 +240,7 @@ fn ca_bundle_errors_name_the_variable_not_the_path_or_contents() {
     assert_error(result.clone(), CA_BUNDLE_FILE, "not a PEM file");
     assert!(!result.unwrap_err().to_string().contains("secret-value-123"));
 
-    let key_only = dir.write("key.pem", pki().key_pem);
+    let key_only = dir.write("key.pem", pki().client.key_pem());
     assert_error(
         parse(&[(CA_BUNDLE_FILE, &key_only)]),
         CA_BUNDLE_FILE,
@@ -300,7 +258,7 @@ fn ca_bundle_errors_name_the_variable_not_the_path_or_contents() {
     );
 
     assert_error(
-        parse(&[(CA_BUNDLE_FILE, dir.0.to_str().unwrap())]),
+        parse(&[(CA_BUNDLE_FILE, dir.root().to_str().unwrap())]),
         CA_BUNDLE_FILE,
         "cannot be read",
     );
@@ -309,9 +267,9 @@ fn ca_bundle_errors_name_the_variable_not_the_path_or_contents() {
 #[test]
 fn client_identity_from_separate_or_combined_files() {
     let pki = pki();
-    let dir = TempDir::new();
-    let cert = dir.write("client.crt", &pki.cert_pem);
-    let key = dir.write("client.key", &pki.key_pem);
+    let dir = TempDir::new("gigachat-tls");
+    let cert = dir.write("client.crt", pki.client.cert_pem());
+    let key = dir.write("client.key", pki.client.key_pem());
     let config = parse(&[(CERT_FILE, &cert), (KEY_FILE, &key)]).unwrap();
     assert!(config.client_chain.is_some());
     // The key never shows in debug output.
@@ -319,7 +277,7 @@ fn client_identity_from_separate_or_combined_files() {
     assert!(printed.contains("***"), "{printed}");
     assert!(!printed.contains("PRIVATE"), "{printed}");
 
-    let combined = dir.write("client.pem", format!("{}{}", pki.cert_pem, pki.key_pem));
+    let combined = dir.write("client.pem", pki.client.identity_pem());
     let config = parse(&[(CERT_FILE, &combined)]).unwrap();
     assert!(config.client_chain.is_some());
 
@@ -336,9 +294,9 @@ fn client_identity_from_separate_or_combined_files() {
 #[test]
 fn client_identity_errors() {
     let pki = pki();
-    let dir = TempDir::new();
-    let cert = dir.write("client.crt", &pki.cert_pem);
-    let key = dir.write("client.key", &pki.key_pem);
+    let dir = TempDir::new("gigachat-tls");
+    let cert = dir.write("client.crt", pki.client.cert_pem());
+    let key = dir.write("client.key", pki.client.key_pem());
 
     assert_error(
         parse(&[(CERT_FILE, &cert)]),
@@ -361,15 +319,15 @@ fn client_identity_errors() {
         KEY_FILE,
         "no unencrypted PEM private key",
     );
-    let other = dir.write("other.key", &pki.other_key_pem);
+    let other = dir.write("other.key", unrelated_key_pem());
     assert_error(
         parse(&[(CERT_FILE, &cert), (KEY_FILE, &other)]),
         KEY_FILE,
         "does not match",
     );
-    let missing = dir.0.join("missing.key");
+    let missing = dir.path("missing.key");
     assert_error(
-        parse(&[(CERT_FILE, &cert), (KEY_FILE, missing.to_str().unwrap())]),
+        parse(&[(CERT_FILE, &cert), (KEY_FILE, &missing)]),
         KEY_FILE,
         "does not exist",
     );
@@ -396,7 +354,7 @@ fn client_identity_errors() {
     );
     // The client CA is not what a client presents, but it is a
     // certificate; only the key check tells them apart.
-    let ca = dir.write("ca.crt", &pki.ca_pem);
+    let ca = dir.write("ca.crt", pki.ca.cert_pem());
     assert_error(
         parse(&[(CERT_FILE, &ca), (KEY_FILE, &key)]),
         KEY_FILE,
@@ -413,66 +371,28 @@ mod handshakes {
     use gigachat_emulator::{Emulator, EmulatorConfig, EmulatorTls};
     use std::net::SocketAddr;
 
-    struct Ca {
-        pem: String,
-        issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    }
-
-    fn ca(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).unwrap();
-        Ca {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// A leaf signed by `ca`: (cert PEM, key PEM).
-    fn leaf(ca: &Ca, name: &str, expired: bool) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let cert = params.signed_by(&key, &ca.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    async fn emulator(cert: (String, String), client_ca: Option<&Ca>) -> Emulator {
+    async fn emulator(cert: Leaf, client_ca: Option<&Ca>) -> Emulator {
         Emulator::start_tls(
             EmulatorConfig::default(),
             SocketAddr::from(([127, 0, 0, 1], 0)),
             EmulatorTls {
-                cert_chain_pem: cert.0.into_bytes(),
-                key_pem: cert.1.into_bytes(),
-                client_ca_pem: client_ca.map(|ca| ca.pem.clone().into_bytes()),
+                cert_chain_pem: cert.cert_pem().as_bytes().to_vec(),
+                key_pem: cert.key_pem().as_bytes().to_vec(),
+                client_ca_pem: client_ca.map(|ca| ca.cert_pem().as_bytes().to_vec()),
             },
         )
         .await
         .unwrap()
     }
 
-    fn tls(extra_root: Option<&Ca>, verify: bool, identity: Option<(String, String)>) -> TlsConfig {
+    fn tls(extra_root: Option<&Ca>, verify: bool, identity: Option<&Leaf>) -> TlsConfig {
         let extra_roots = extra_root
-            .map(|ca| CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+            .map(|ca| ca.cert_der().clone())
             .into_iter()
             .collect();
-        let identity = identity.map(|(cert, key)| files::ClientIdentity {
-            chain: vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-            key: PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        let identity = identity.map(|leaf| files::ClientIdentity {
+            chain: vec![leaf.cert_der().clone()],
+            key: leaf.key_der(),
             key_variable: KEY_FILE,
         });
         TlsConfig::from_parts(verify, extra_roots, identity).unwrap()
@@ -481,7 +401,7 @@ mod handshakes {
     /// A GET of the emulator's model list through the upstream client:
     /// `Ok(status)` or the classified transport error.
     async fn get_models(emulator: &Emulator, tls: &TlsConfig) -> Result<u16, Error> {
-        // The production client (`client::build_with_tls`) honours
+        // The production client (`client::build`) honours
         // HTTPS_PROXY, which a test machine may set; these requests
         // stay on loopback.
         let client = crate::upstream::client::apply_tls(reqwest::Client::builder().no_proxy(), tls)
@@ -516,8 +436,8 @@ mod handshakes {
 
     #[tokio::test]
     async fn unknown_issuer_is_a_tls_failure_and_the_bundle_fixes_it() {
-        let ca = ca("Test Russian Trusted Root CA");
-        let emulator = emulator(leaf(&ca, "localhost", false), None).await;
+        let ca = Ca::new("Test Russian Trusted Root CA");
+        let emulator = emulator(ca.server_cert(&["localhost"]), None).await;
         // 401: the TLS part worked and the emulator answered (no token).
         assert_tls_failure(get_models(&emulator, &tls(None, true, None)).await);
         assert_eq!(
@@ -536,23 +456,24 @@ mod handshakes {
 
     #[tokio::test]
     async fn expired_certificate_is_a_tls_failure() {
-        let ca = ca("Test Russian Trusted Root CA");
-        let emulator = emulator(leaf(&ca, "localhost", true), None).await;
+        let ca = Ca::new("Test Russian Trusted Root CA");
+        let emulator = emulator(ca.expired_server_cert(&["localhost"]), None).await;
         assert_tls_failure(get_models(&emulator, &tls(Some(&ca), true, None)).await);
     }
 
     #[tokio::test]
     async fn name_mismatch_is_a_tls_failure() {
-        let ca = ca("Test Russian Trusted Root CA");
-        let emulator = emulator(leaf(&ca, "gigachat.example", false), None).await;
+        let ca = Ca::new("Test Russian Trusted Root CA");
+        let emulator = emulator(ca.server_cert(&["gigachat.example"]), None).await;
         assert_tls_failure(get_models(&emulator, &tls(Some(&ca), true, None)).await);
     }
 
     #[tokio::test]
     async fn missing_client_certificate_fails_and_the_identity_fixes_it() {
-        let ca = ca("Test Russian Trusted Root CA");
-        let client_ca = ca_with_client("Test Client CA");
-        let emulator = emulator(leaf(&ca, "localhost", false), Some(&client_ca.0)).await;
+        let ca = Ca::new("Test Russian Trusted Root CA");
+        let client_ca = Ca::new("Test Client CA");
+        let client = client_ca.client_cert("gigachat-proxy-client");
+        let emulator = emulator(ca.server_cert(&["localhost"]), Some(&client_ca)).await;
         // The server's CertificateRequired alert arrives after the
         // client's half of the TLS 1.3 handshake; whether hyper passes
         // it on (Tls) or only reports a dead connection (Other) is a
@@ -562,16 +483,10 @@ mod handshakes {
             .expect_err("the server requires a client certificate");
         assert!(matches!(err, Error::UpstreamUnreachable { .. }), "{err:?}");
         assert_eq!(
-            get_models(&emulator, &tls(Some(&ca), true, Some(client_ca.1)))
+            get_models(&emulator, &tls(Some(&ca), true, Some(&client)))
                 .await
                 .unwrap(),
             401
         );
-    }
-
-    fn ca_with_client(name: &str) -> (Ca, (String, String)) {
-        let ca = ca(name);
-        let client = leaf(&ca, "gigachat-proxy-client", false);
-        (ca, client)
     }
 }

@@ -1,0 +1,89 @@
+//! The slots a request holds while it runs: each frees itself when
+//! dropped, so whatever holds them (the response body, until it ends or
+//! the client leaves) decides how long they count.
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::memory::MemoryStreamLease;
+use super::redis_store::RedisLease;
+
+/// Every limit slot one request holds, kept by the response body until it
+/// ends or is dropped; dropping it frees them all. A limit that reserves
+/// something for the length of a request (a token budget, say) adds its
+/// holder here, and no route or body changes.
+#[derive(Debug, Default)]
+pub(crate) struct Guards {
+    pub(super) stream: Option<StreamLease>,
+    /// Held only for its `Drop`, which frees the slot.
+    pub(super) _upstream: Option<UpstreamPermit>,
+}
+
+/// One open stream's slot; dropping it frees the slot (in Redis: a spawned
+/// `ZREM`; without a runtime the lease expires by itself).
+pub struct StreamLease {
+    _inner: LeaseInner,
+}
+
+// The fields are held only for their `Drop`, which frees the slot.
+#[allow(dead_code)]
+enum LeaseInner {
+    Memory(MemoryStreamLease),
+    Redis(RedisLease),
+}
+
+impl StreamLease {
+    pub(super) fn in_memory(lease: MemoryStreamLease) -> Self {
+        Self {
+            _inner: LeaseInner::Memory(lease),
+        }
+    }
+
+    pub(super) fn in_redis(lease: RedisLease) -> Self {
+        Self {
+            _inner: LeaseInner::Redis(lease),
+        }
+    }
+}
+
+/// One upstream request's slot; dropping it frees the slot.
+pub struct UpstreamPermit {
+    _inner: PermitInner,
+}
+
+#[allow(dead_code)]
+enum PermitInner {
+    Memory(OwnedSemaphorePermit),
+    Redis(RedisLease),
+}
+
+impl UpstreamPermit {
+    pub(super) fn in_memory(permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            _inner: PermitInner::Memory(permit),
+        }
+    }
+
+    pub(super) fn in_redis(lease: RedisLease) -> Self {
+        Self {
+            _inner: PermitInner::Redis(lease),
+        }
+    }
+}
+
+impl std::fmt::Debug for StreamLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self._inner {
+            LeaseInner::Memory(_) => "StreamLease(memory)",
+            LeaseInner::Redis(_) => "StreamLease(redis)",
+        })
+    }
+}
+
+impl std::fmt::Debug for UpstreamPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self._inner {
+            PermitInner::Memory(_) => "UpstreamPermit(memory)",
+            PermitInner::Redis(_) => "UpstreamPermit(redis)",
+        })
+    }
+}
