@@ -8,6 +8,7 @@
 (() => {
   const API = '/api/gigachat-api';
   const HEALTH = '/api/gigachat-health';
+  const BUDGET = '/api/gigachat-budget';
   const TOKEN_KEY = 'gigachat-demo.token';
   const MODEL_KEY = 'gigachat-demo.model';
   const FALLBACK_MODEL = 'GigaChat';
@@ -16,6 +17,9 @@
   const ui = {
     health: $('health'),
     healthText: $('health-text'),
+    budget: $('budget'),
+    budgetMeter: $('budget-meter'),
+    budgetText: $('budget-text'),
     model: $('model'),
     token: $('token'),
     clear: $('clear'),
@@ -104,6 +108,15 @@
     return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - Date.now()) / 1000));
   }
 
+  /** `2 ч 5 мин`, `40 с`: a wait, in words. */
+  function formatWait(seconds) {
+    const h = Math.floor(seconds / 3600);
+    const m = Math.floor((seconds % 3600) / 60);
+    if (h > 0) return `${h} ч ${m} мин`;
+    if (m > 0) return `${m} мин`;
+    return `${seconds} с`;
+  }
+
   /** Title and fallback hint, in Russian, for each kind of failure. */
   function describe(error) {
     const s = error.status;
@@ -130,6 +143,16 @@
     }
     if (s === 403) return { title: 'Доступ запрещён', hint: 'Этому ключу или сайту не разрешено обращаться к прокси.' };
     if (s === 413) return { title: 'Сообщение слишком большое', hint: 'Сократите сообщение или начните новый диалог.' };
+    if (s === 429 && error.code === 'token_budget_exceeded') {
+      const seconds = retryAfterSeconds(error.retryAfter);
+      return {
+        title: 'Лимит токенов исчерпан',
+        hint:
+          seconds === null
+            ? 'Бюджет токенов на этот период израсходован; он обновится в начале следующего периода.'
+            : `Бюджет токенов на этот период израсходован; он обновится через ${formatWait(seconds)}.`,
+      };
+    }
     if (s === 429) {
       const seconds = retryAfterSeconds(error.retryAfter);
       return {
@@ -407,6 +430,9 @@
       if (inFlight === controller) inFlight = null;
       setBusy(false);
       scrollDown(false);
+      // The answer has been charged (or refunded): refresh the meter, if
+      // there is one (each check counts against the request rate).
+      if (!ui.budget.hidden) loadBudget();
     }
   }
 
@@ -478,11 +504,39 @@
     }
   }
 
+  /** The caller's token budget (`GET /api/gigachat-budget`), shown as a meter when one is set. */
+  async function loadBudget() {
+    try {
+      const response = await fetch(BUDGET, { headers: { Accept: 'application/json', ...authHeaders() } });
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok || typeof body.limit !== 'number' || body.limit <= 0) {
+        ui.budget.hidden = true;
+        return;
+      }
+      const remaining = Math.max(0, Number(body.remaining) || 0);
+      ui.budgetMeter.max = body.limit;
+      ui.budgetMeter.value = remaining;
+      ui.budgetMeter.low = body.limit * 0.2;
+      ui.budgetMeter.optimum = body.limit;
+      ui.budget.dataset.remaining = String(remaining);
+      ui.budget.dataset.limit = String(body.limit);
+      const reset = body.reset ? new Date(body.reset) : null;
+      const when = reset && !Number.isNaN(reset.getTime()) ? ` · обновится ${reset.toLocaleString('ru-RU')}` : '';
+      ui.budgetText.textContent = `Токены: осталось ${remaining.toLocaleString('ru-RU')} из ${body.limit.toLocaleString('ru-RU')}${when}`;
+      ui.budget.hidden = false;
+    } catch {
+      ui.budget.hidden = true;
+    }
+  }
+
   // ---- wiring -------------------------------------------------------------------
 
   ui.token.value = stored(TOKEN_KEY);
   ui.token.addEventListener('input', () => store(TOKEN_KEY, ui.token.value.trim()));
-  ui.token.addEventListener('change', () => loadModels());
+  ui.token.addEventListener('change', () => {
+    loadModels();
+    loadBudget();
+  });
   ui.model.addEventListener('change', () => store(MODEL_KEY, ui.model.value));
   ui.form.addEventListener('submit', (event) => {
     event.preventDefault();
@@ -500,5 +554,6 @@
 
   loadHealth();
   loadModels();
+  loadBudget();
   ui.input.focus();
 })();

@@ -135,6 +135,7 @@ fn ensure_tools() {
 /// between Node versions.
 const DEMO_TESTS: &str = "demo.test.mjs";
 const SDK_TESTS: &str = "sdk.test.mjs";
+const BUDGET_TESTS: &str = "budget.test.mjs";
 
 /// Every `tests/browser/*.test.mjs` belongs to one of the runs, so none is
 /// silently left out.
@@ -146,7 +147,7 @@ fn every_browser_test_file_is_run() {
         .filter(|name| name.ends_with(".test.mjs"))
         .collect();
     files.sort();
-    assert_eq!(files, [DEMO_TESTS, SDK_TESTS]);
+    assert_eq!(files, [BUDGET_TESTS, DEMO_TESTS, SDK_TESTS]);
 }
 
 struct NodeRun {
@@ -315,6 +316,33 @@ async fn the_npm_sdk_calls_the_proxy_from_another_local_origin() {
         ("CHROMIUM_PATH", chromium().display().to_string()),
     ];
     let run = tokio::task::spawn_blocking(move || run_node(SDK_TESTS, &node_env))
+        .await
+        .unwrap();
+    println!("{}", run.output);
+    assert_run_passed(&run, &proxy.logs(), &credentials);
+    emulator.shutdown().await;
+}
+
+/// The demo page with a token budget: the meter shows what is left and
+/// goes down as answers are charged, and a spent budget reads as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_shows_the_token_budget_meter() {
+    let _browser = BROWSER.lock().await;
+    tokio::task::spawn_blocking(ensure_tools).await.unwrap();
+
+    let credentials = test_credentials();
+    let emulator = start_emulator(&credentials, |_| {}).await;
+    let (base, auth) = (emulator.base_url(), emulator.auth_url());
+    let mut env = proxy_env(&base, &auth, &credentials);
+    env.push(("GIGACHAT_PROXY_TOKEN_BUDGET_ANONYMOUS", "60/d"));
+    let proxy = start_proxy(&env);
+
+    let node_env = vec![
+        ("GIGACHAT_PROXY_URL", proxy.url.clone()),
+        ("GIGACHAT_EMULATOR_URL", emulator_url(&emulator)),
+        ("CHROMIUM_PATH", chromium().display().to_string()),
+    ];
+    let run = tokio::task::spawn_blocking(move || run_node(BUDGET_TESTS, &node_env))
         .await
         .unwrap();
     println!("{}", run.output);

@@ -32,7 +32,7 @@ pub(crate) const ALLOW_METHODS: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 /// `X-API-Key`. A header missing here fails the preflight, and with it every
 /// call the SDK makes from a page on another origin.
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, Cache-Control, User-Agent, RqUID, X-User-Agent, X-Request-ID, X-Session-ID, X-Client-ID, X-Service-ID, X-Operation-ID, X-Trace-ID, X-Agent-ID, X-API-Key";
-const EXPOSE_HEADERS: &str = "X-Request-ID, X-Upstream-Request-ID, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, X-Session-ID, X-Cache, Server-Timing, X-Proxy-Overhead-MS";
+const EXPOSE_HEADERS: &str = "X-Request-ID, X-Upstream-Request-ID, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, X-Session-ID, X-Cache, Server-Timing, X-Proxy-Overhead-MS, X-GigaChat-Proxy-Max-Tokens-Clamped";
 const MAX_AGE_SECS: &str = "600";
 const VARY: &str = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::body::{ProxyBody, json_response};
 use crate::config::env::ConfigError;
-use crate::limits::info::RateLimitInfo;
+use crate::limits::info::{BudgetInfo, RateLimitInfo};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -94,6 +94,14 @@ pub enum Error {
     TooManyStreams { limit: u64 },
 
     #[error(
+        "token budget exhausted: {} tokens per {} for this caller; resets at {}",
+        .0.limit,
+        .0.window.as_str(),
+        .0.reset_text()
+    )]
+    TokenBudgetExceeded(BudgetInfo),
+
+    #[error(
         "GigaChat's concurrency limit for this key is in use; waited {waited_ms} ms for a free slot"
     )]
     UpstreamBusy { waited_ms: u64 },
@@ -101,8 +109,35 @@ pub enum Error {
     #[error("the rate limiter's store is unreachable and the proxy is set to fail closed")]
     LimiterUnavailable,
 
+    /// An object id that is not the caller's (another user's, one without
+    /// the proxy's tag, or none at all): the same answer for all, so the
+    /// answer never tells whether someone else's object exists.
+    #[error("{0} not found")]
+    ObjectNotFound(&'static str),
+
+    /// A call that belongs to no one user (the balance, listing or using
+    /// objects the proxy does not yet attribute to their owner).
+    #[error("this call is for the proxy's operators only")]
+    OperatorOnly,
+
+    /// With ownership on, a chat body must be JSON the proxy can read, to
+    /// check every object it names.
+    #[error("the request body is not a JSON object")]
+    OwnershipUnreadableBody,
+
+    /// What a public page may call (`tenancy::policy`): each refusal
+    /// names the variable that would let the call through.
+    #[error("{0}")]
+    Policy(crate::tenancy::policy::Refusal),
+
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+impl From<crate::tenancy::policy::Refusal> for Error {
+    fn from(refusal: crate::tenancy::policy::Refusal) -> Self {
+        Error::Policy(refusal)
+    }
 }
 
 /// Why a connection to GigaChat failed, coarse enough to be safe to show.
@@ -140,11 +175,17 @@ impl Error {
             Error::UpstreamAuthRateLimited => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Policy(refusal) => refusal.status(),
+            Error::ObjectNotFound(_) => StatusCode::NOT_FOUND,
+            Error::OperatorOnly => StatusCode::FORBIDDEN,
+            Error::OwnershipUnreadableBody => StatusCode::BAD_REQUEST,
             Error::Forbidden(_) | Error::OriginNotAllowed | Error::HostNotAllowed => {
                 StatusCode::FORBIDDEN
             }
             Error::JwksUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::RateLimited(_) | Error::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited(_)
+            | Error::TooManyStreams { .. }
+            | Error::TokenBudgetExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::UpstreamBusy { .. } | Error::LimiterUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -155,7 +196,10 @@ impl Error {
     /// line's `rate_limit=limited`, the `ratelimited_total` metric); a busy
     /// upstream or a failed limiter store is no refusal of the caller.
     pub(crate) fn refused_by_a_limit(&self) -> bool {
-        matches!(self, Error::RateLimited(_) | Error::TooManyStreams { .. })
+        matches!(
+            self,
+            Error::RateLimited(_) | Error::TooManyStreams { .. } | Error::TokenBudgetExceeded(_)
+        )
     }
 
     /// A stable machine-readable name; also the low-cardinality log label.
@@ -179,11 +223,16 @@ impl Error {
             Error::Internal(_) => "internal",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
+            Error::Policy(refusal) => refusal.code(),
+            Error::ObjectNotFound(_) => "object_not_found",
+            Error::OperatorOnly => "operator_only",
+            Error::OwnershipUnreadableBody => "body_not_json",
             Error::JwksUnavailable { .. } => "jwks_unavailable",
             Error::OriginNotAllowed => "origin_not_allowed",
             Error::HostNotAllowed => "host_not_allowed",
             Error::RateLimited(_) => "rate_limited",
             Error::TooManyStreams { .. } => "too_many_streams",
+            Error::TokenBudgetExceeded(_) => "token_budget_exceeded",
             Error::UpstreamBusy { .. } => "upstream_busy",
             Error::LimiterUnavailable => "limiter_unavailable",
         }
@@ -196,7 +245,7 @@ impl Error {
                 "Fix the environment variable {} of the proxy deployment and redeploy (see docs/configuration.md).",
                 err.variable
             ),
-            Error::RouteNotFound => "The proxy serves /api/gigachat-api/{GigaChat path}, /api/gigachat-oauth and /api/gigachat-health.".into(),
+            Error::RouteNotFound => "The proxy serves /api/gigachat-api/{GigaChat path}, /api/gigachat-oauth, /api/gigachat-health and /api/gigachat-budget.".into(),
             Error::MethodNotAllowed { allowed } => format!("Use {allowed}."),
             Error::InvalidPath(_) => "Call /api/gigachat-api/ followed by a GigaChat API path such as chat/completions or v1/models; dot segments, empty segments, path parameters (`;`), encoded slashes and backslashes are refused.".into(),
             Error::BodyTooLarge { .. } => "Send a smaller body; the limit is GIGACHAT_PROXY_MAX_BODY_BYTES (the platform caps it too: Vercel 4.5 MB, Lambda 6 MB).".into(),
@@ -221,8 +270,13 @@ impl Error {
             Error::HostNotAllowed => "A server listening on loopback answers only to localhost, 127.0.0.1, [::1] (or any IP address) and *.localhost, so a web page on a DNS name re-pointed at it (DNS rebinding) cannot use it. Open it by one of those, or add the name to GIGACHAT_PROXY_ALLOWED_HOSTS (comma-separated; `.example.com` for a domain and its subdomains).".into(),
             Error::RateLimited(info) => format!("Wait {} s (Retry-After) before the next request.", info.retry_after_secs.max(1)),
             Error::TooManyStreams { .. } => "Finish or cancel an open stream first, then retry.".into(),
+            Error::TokenBudgetExceeded(info) => format!("Wait for the reset in {} s (Retry-After), or ask the operator to raise {}.", info.reset_secs.max(1), info.variable),
             Error::UpstreamBusy { .. } => "GigaChat allows only a few concurrent requests per key (1 on GIGACHAT_API_PERS); retry shortly.".into(),
             Error::LimiterUnavailable => "Retry shortly; the operator should check REDIS_URL.".into(),
+            Error::Policy(refusal) => refusal.hint(),
+            Error::ObjectNotFound(_) => "Use an id this proxy gave you for this identity (it ends in `~` and a tag): ids of other users' objects, and ids from before ownership was turned on, are not found.".into(),
+            Error::OperatorOnly => "Only identities named in GIGACHAT_PROXY_ADMIN_KEYS (operator API keys, or `sub:<JWT subject>`) may make this call; an operator may also turn ownership off with GIGACHAT_PROXY_OWNERSHIP=off where every caller is trusted.".into(),
+            Error::OwnershipUnreadableBody => "Send the chat request as a JSON object (Content-Type: application/json).".into(),
         }
     }
 
@@ -258,6 +312,7 @@ impl Error {
                 );
             }
             Error::RateLimited(info) => info.apply(response.headers_mut()),
+            Error::TokenBudgetExceeded(info) => info.apply_refusal(response.headers_mut()),
             Error::JwksUnavailable { retry_after_secs } => {
                 response
                     .headers_mut()
@@ -358,8 +413,23 @@ mod tests {
                 retry_after_secs: 12,
             }),
             Error::TooManyStreams { limit: 2 },
+            Error::TokenBudgetExceeded(BudgetInfo {
+                limit: 100,
+                used: 100,
+                reserved: 0,
+                window: crate::limits::info::Window::Day,
+                reset_at: 86_400,
+                reset_secs: 3600,
+                variable: "GIGACHAT_PROXY_TOKEN_BUDGET",
+            }),
             Error::UpstreamBusy { waited_ms: 100 },
             Error::LimiterUnavailable,
+            Error::Policy(crate::tenancy::policy::Refusal::EndpointNotAllowed {
+                endpoint: "balance",
+            }),
+            Error::ObjectNotFound("File"),
+            Error::OperatorOnly,
+            Error::OwnershipUnreadableBody,
         ];
         for err in errors {
             let status = err.status();

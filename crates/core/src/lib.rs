@@ -27,7 +27,9 @@ mod redis;
 mod routes;
 mod secret;
 mod session;
+mod tenancy;
 mod upstream;
+mod usage;
 
 use std::sync::Arc;
 
@@ -56,10 +58,10 @@ pub mod limits_for_tests {
 pub mod fuzzing {
     pub use crate::cors::{AllowedHosts, AllowedOrigins, Cors, CorsConfig, Verdict};
     pub use crate::headers::{forward_request_headers, is_forwarded_to_client};
-    pub use crate::observe::usage_in;
     pub use crate::path::UpstreamBase;
     pub use crate::upstream::body::sse_error_event;
     pub use crate::upstream::sse::SseScanner;
+    pub use crate::usage::usage_in;
 }
 
 /// The proxy: configuration, the pooled upstream client, the shared token.
@@ -81,6 +83,8 @@ pub(crate) struct Ready {
     pub(crate) access: access::Access,
     pub(crate) limiter: limits::Limiter,
     pub(crate) cache: cache::ResponseCache,
+    /// Shared with the streams it seals.
+    pub(crate) ownership: Arc<tenancy::ownership::Ownership>,
 }
 
 impl Proxy {
@@ -113,7 +117,16 @@ impl Proxy {
                 None => limits::Limiter::new(&config.limits),
             };
             Ok(Arc::new(Ready {
-                cache: cache::ResponseCache::new(&config.cache, &config.credential_id, shared),
+                cache: cache::ResponseCache::new(
+                    &config.cache,
+                    &config.credential_id,
+                    shared.clone(),
+                ),
+                ownership: Arc::new(tenancy::ownership::Ownership::new(
+                    &config.ownership,
+                    &config.session_secret,
+                    shared,
+                )),
                 cors: cors::Cors::new(config.cors.clone()),
                 access: access::Access::new(&config.access)?,
                 limiter,

@@ -43,6 +43,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     tokens_input: IntCounterVec,
     tokens_output: IntCounterVec,
+    tokens_charged: IntCounterVec,
     ratelimited: IntCounterVec,
     cache: IntCounterVec,
     oauth_refresh: IntCounterVec,
@@ -172,6 +173,12 @@ impl Metrics {
                 &r,
                 "gigachat_proxy_tokens_output_total",
                 "Completion tokens GigaChat reported",
+                &["route"],
+            )?,
+            tokens_charged: counter(
+                &r,
+                "gigachat_proxy_tokens_charged_total",
+                "Tokens charged to callers' token budgets (usage, or the estimate of an answer cut short)",
                 &["route"],
             )?,
             ratelimited: counter(
@@ -317,6 +324,15 @@ pub fn record(sample: &Sample<'_>) {
         m.stream_disconnects
             .with_label_values(&[sample.route])
             .inc();
+    }
+}
+
+/// Tokens one finished request was charged against its caller's budget
+/// (budget refusals count in `errors_total{code="token_budget_exceeded"}`
+/// and `ratelimited_total`).
+pub(crate) fn record_tokens_charged(route: &'static str, tokens: u64) {
+    if let Some(m) = METRICS.as_ref() {
+        m.tokens_charged.with_label_values(&[route]).inc_by(tokens);
     }
 }
 

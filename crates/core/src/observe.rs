@@ -14,7 +14,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::body::{BoxError, ProxyBody};
@@ -22,26 +21,7 @@ use crate::cache::CacheOutcome;
 use crate::endpoint::Endpoint;
 use crate::limits::{Guards, RateLimitOutcome};
 use crate::upstream::sse::SseScanner;
-
-/// Token usage, in either of GigaChat's shapes (v1 `prompt/completion`,
-/// v2 `input/output`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Usage {
-    #[serde(alias = "input_tokens")]
-    pub prompt_tokens: u64,
-    #[serde(alias = "output_tokens")]
-    pub completion_tokens: u64,
-}
-
-#[derive(Deserialize)]
-struct WithUsage {
-    usage: Option<Usage>,
-}
-
-/// Reads `usage` out of a JSON document (a chat answer or one stream chunk).
-pub fn usage_in(json: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<WithUsage>(json).ok()?.usage
-}
+use crate::usage::{Usage, usage_in};
 
 /// Keeps the identity in logs linkable across requests without recording
 /// who it is (an API key id, a user id, an IP address): 12 hex digits of
@@ -192,7 +172,10 @@ pub struct TrackedBody {
     inner: ProxyBody,
     log: RequestLog,
     sse: Option<SseScanner>,
-    _guards: Guards,
+    guards: Guards,
+    /// Body bytes passed to the client, counted only while a token budget
+    /// needs them (what a broken stream is charged).
+    sent_bytes: Option<u64>,
 }
 
 impl TrackedBody {
@@ -201,7 +184,23 @@ impl TrackedBody {
             inner,
             log,
             sse: sse.then(SseScanner::new),
-            _guards: guards,
+            sent_bytes: guards.has_budget().then_some(0),
+            guards,
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    /// Settles the token budget with how the answer ended (before the
+    /// fields, and so the log line, are dropped).
+    fn drop(&mut self) {
+        let finish = crate::limits::budget::Finish {
+            status: self.log.status,
+            usage: self.log.usage,
+            sent_bytes: self.sent_bytes.unwrap_or(0),
+        };
+        if let Some(charged) = self.guards.settle_budget(&finish) {
+            crate::metrics::record_tokens_charged(self.log.route, charged);
         }
     }
 }
@@ -221,6 +220,9 @@ impl Body for TrackedBody {
                 // hyper stops polling a body that says it has ended.
                 if this.inner.is_end_stream() {
                     this.log.completed = true;
+                }
+                if let (Some(sent), Some(data)) = (&mut this.sent_bytes, frame.data_ref()) {
+                    *sent = sent.saturating_add(data.len() as u64);
                 }
                 if this.log.first_byte_ms.is_none() {
                     this.log.first_byte_ms = Some(this.log.elapsed_ms());
@@ -258,28 +260,6 @@ impl Body for TrackedBody {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    #[test]
-    fn usage_is_read_in_both_gigachat_shapes() {
-        let v1 = br#"{"choices":[],"usage":{"prompt_tokens":17,"completion_tokens":3,"total_tokens":20,"precached_prompt_tokens":2}}"#;
-        assert_eq!(
-            usage_in(v1),
-            Some(Usage {
-                prompt_tokens: 17,
-                completion_tokens: 3
-            })
-        );
-        let v2 = br#"{"finish_reason":"stop","usage":{"input_tokens":19,"input_tokens_details":{"prompt_tokens":19,"cached_tokens":0},"output_tokens":2,"total_tokens":21}}"#;
-        assert_eq!(
-            usage_in(v2),
-            Some(Usage {
-                prompt_tokens: 19,
-                completion_tokens: 2
-            })
-        );
-        assert_eq!(usage_in(b"{\"choices\":[]}"), None);
-        assert_eq!(usage_in(b"not json"), None);
-    }
 
     #[test]
     fn identities_are_hashed() {

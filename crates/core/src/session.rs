@@ -40,6 +40,17 @@ struct Claims {
     iat: u64,
     exp: u64,
     jti: String,
+    /// The minter's own token budget (see `access::Identity`), so a session
+    /// spends under the same budget as the JWT that minted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tb: Option<u64>,
+}
+
+/// What a verified session says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub subject: String,
+    pub token_budget: Option<u64>,
 }
 
 /// A minted token, in GigaChat's OAuth answer shape.
@@ -77,7 +88,7 @@ impl SessionKeys {
 
     /// A token naming `subject` (the minter's identity key, or
     /// [`ANONYMOUS`]).
-    pub fn mint(&self, subject: &str) -> Result<MintedSession, Error> {
+    pub fn mint(&self, subject: &str, token_budget: Option<u64>) -> Result<MintedSession, Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::Internal("system clock is before 1970"))?;
@@ -89,6 +100,7 @@ impl SessionKeys {
             iat: now.as_secs(),
             exp: exp.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
+            tb: token_budget,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|_| Error::Internal("could not sign a session token"))?;
@@ -101,10 +113,13 @@ impl SessionKeys {
     /// Checks a token this proxy minted. The signature is checked before
     /// expiry, so `SessionExpired` means "ours, but old": the client should
     /// fetch a new one, exactly as after GigaChat's own "Token has expired".
-    /// Returns the session's subject.
-    pub fn verify(&self, token: &str) -> Result<String, Error> {
+    /// Returns the session's subject and token budget.
+    pub fn verify(&self, token: &str) -> Result<Session, Error> {
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims.sub),
+            Ok(data) => Ok(Session {
+                subject: data.claims.sub,
+                token_budget: data.claims.tb,
+            }),
             Err(err) if matches!(err.kind(), ErrorKind::ExpiredSignature) => {
                 Err(Error::SessionExpired)
             }
@@ -162,10 +177,10 @@ mod tests {
     fn tokens_verify_only_under_the_same_binding() {
         let secret = Secret::new(derive_secret("a2V5"));
         let ttl = Duration::from_secs(60);
-        let minted = keys(ttl).mint(ANONYMOUS).unwrap();
+        let minted = keys(ttl).mint(ANONYMOUS, None).unwrap();
         let same = SessionKeys::new(&secret, ttl, b"binding");
         assert_eq!(
-            same.verify(minted.access_token.expose()).unwrap(),
+            same.verify(minted.access_token.expose()).unwrap().subject,
             ANONYMOUS
         );
         let other = SessionKeys::new(&secret, ttl, b"another binding");
@@ -178,10 +193,21 @@ mod tests {
     #[test]
     fn minted_tokens_verify() {
         let keys = keys(Duration::from_secs(60));
-        let minted = keys.mint("key:0123456789ab").unwrap();
+        let minted = keys.mint("key:0123456789ab", None).unwrap();
         assert_eq!(
             keys.verify(minted.access_token.expose()).unwrap(),
-            "key:0123456789ab"
+            Session {
+                subject: "key:0123456789ab".into(),
+                token_budget: None
+            }
+        );
+        // A minter's own token budget travels with the session.
+        let minted = keys.mint("sub:alice", Some(500)).unwrap();
+        assert_eq!(
+            keys.verify(minted.access_token.expose())
+                .unwrap()
+                .token_budget,
+            Some(500)
         );
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -198,7 +224,7 @@ mod tests {
             Duration::from_secs(60),
             b"binding",
         );
-        let minted = other.mint(ANONYMOUS).unwrap();
+        let minted = other.mint(ANONYMOUS, None).unwrap();
         let keys = keys(Duration::from_secs(60));
         assert!(matches!(
             keys.verify(minted.access_token.expose()),
@@ -233,6 +259,7 @@ mod tests {
             iat: now - 600,
             exp: now - 300,
             jti: "x".into(),
+            tb: None,
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();

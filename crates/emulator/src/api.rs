@@ -404,8 +404,22 @@ fn chat(
     let created = now_secs();
     let http1 = parts.version < Version::HTTP_2;
     match (flavor, plan.stream) {
+        (Flavor::V1, false) if crate::images::asked(body) => {
+            raw_json(crate::images::draw(shared, created))
+        }
         (Flavor::V1, false) => raw_json(chat::v1_body(&plan, created)),
-        (Flavor::V2, false) => raw_json(chat::v2_body(&plan, created)),
+        (Flavor::V2, false) => raw_json(crate::storage::with_thread(
+            body,
+            chat::v2_body(&plan, created),
+        )),
+        (Flavor::V1, true) if crate::images::asked(body) => event_stream(
+            stream_body(
+                Arc::clone(shared),
+                crate::images::draw_events(shared, created),
+                guard,
+            ),
+            false,
+        ),
         (Flavor::V1, true) => event_stream(
             stream_body(Arc::clone(shared), chat::v1_events(&plan, created), guard),
             false,

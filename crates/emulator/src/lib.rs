@@ -24,11 +24,13 @@ mod control;
 mod embeddings;
 mod faults;
 mod files;
+mod images;
 mod models;
 mod oauth;
 mod server;
 mod sse;
 mod state;
+mod storage;
 mod tls;
 mod util;
 

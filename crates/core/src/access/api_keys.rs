@@ -72,6 +72,7 @@ impl ApiKeys {
                     .collect::<String>()
             ),
             anonymous: false,
+            token_budget: None,
         })
     }
 }

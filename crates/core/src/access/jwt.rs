@@ -46,6 +46,9 @@ pub struct JwtConfig {
     /// A value the token's `scope` (space-separated) or `scp` must contain;
     /// a valid token without it gets 403.
     pub required_scope: Option<String>,
+    /// The claim that carries a user's own token budget
+    /// (`GIGACHAT_PROXY_TOKEN_BUDGET_CLAIM`), for sites with tiers.
+    pub budget_claim: Option<String>,
 }
 
 impl JwtConfig {
@@ -79,6 +82,10 @@ impl JwtConfig {
             required_scope: env
                 .get("GIGACHAT_PROXY_JWT_REQUIRED_SCOPE")
                 .map(|s| s.trim().to_owned()),
+            budget_claim: env
+                .get("GIGACHAT_PROXY_TOKEN_BUDGET_CLAIM")
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
         }))
     }
 }
@@ -88,6 +95,28 @@ struct Claims {
     sub: Option<String>,
     scope: Option<String>,
     scp: Option<serde_json::Value>,
+}
+
+/// The claims with the rest kept, read only when a budget claim is
+/// configured (its name is the operator's choice).
+#[derive(Deserialize)]
+struct ClaimsWithRest {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(flatten)]
+    rest: HashMap<String, serde_json::Value>,
+}
+
+/// A user's token budget from a claim: a whole number of tokens (or one
+/// written as a string), from 1 to 10^12. Anything else is no budget of
+/// their own, and the configured one applies.
+fn budget_from_claim(value: &serde_json::Value) -> Option<u64> {
+    let tokens = match value {
+        serde_json::Value::Number(n) => n.as_u64()?,
+        serde_json::Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    (1..=1_000_000_000_000).contains(&tokens).then_some(tokens)
 }
 
 impl Claims {
@@ -171,6 +200,7 @@ pub struct JwtVerifier {
     issuer: Option<String>,
     audience: Option<String>,
     required_scope: Option<String>,
+    budget_claim: Option<String>,
 }
 
 impl JwtVerifier {
@@ -199,6 +229,7 @@ impl JwtVerifier {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             required_scope: config.required_scope.clone(),
+            budget_claim: config.budget_claim.clone(),
         })
     }
 
@@ -217,7 +248,7 @@ impl JwtVerifier {
                     .hmac
                     .as_ref()
                     .ok_or(Error::Unauthenticated("HS256 tokens are not accepted here"))?;
-                self.decode(token, key, Algorithm::HS256)?
+                self.decode_claims(token, key, Algorithm::HS256)?
             }
             Algorithm::RS256
             | Algorithm::RS384
@@ -239,7 +270,7 @@ impl JwtVerifier {
                         "the token's algorithm does not match its key",
                     ));
                 }
-                self.decode(token, &cached.key, header.alg)?
+                self.decode_claims(token, &cached.key, header.alg)?
             }
             _ => {
                 return Err(Error::Unauthenticated(
@@ -247,6 +278,7 @@ impl JwtVerifier {
                 ));
             }
         };
+        let (claims, token_budget) = claims;
         let subject = claims
             .sub
             .as_deref()
@@ -264,15 +296,33 @@ impl JwtVerifier {
         Ok(Identity {
             key: format!("sub:{subject}"),
             anonymous: false,
+            token_budget,
         })
     }
 
-    fn decode(
+    /// The claims, and the user's own token budget when a budget claim is
+    /// configured (the rest of the claims are kept only then).
+    fn decode_claims(
         &self,
         token: &str,
         key: &DecodingKey,
         algorithm: Algorithm,
-    ) -> Result<Claims, Error> {
+    ) -> Result<(Claims, Option<u64>), Error> {
+        match &self.budget_claim {
+            None => Ok((self.decode::<Claims>(token, key, algorithm)?, None)),
+            Some(name) => {
+                let ClaimsWithRest { claims, rest } = self.decode(token, key, algorithm)?;
+                Ok((claims, rest.get(name).and_then(budget_from_claim)))
+            }
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        algorithm: Algorithm,
+    ) -> Result<T, Error> {
         let mut validation = Validation::new(algorithm);
         validation.validate_nbf = true;
         validation.leeway = 30;
@@ -285,7 +335,7 @@ impl JwtVerifier {
             validation.set_issuer(&[issuer]);
             validation.required_spec_claims.insert("iss".into());
         }
-        jsonwebtoken::decode::<Claims>(token, key, &validation)
+        jsonwebtoken::decode::<T>(token, key, &validation)
             .map(|data| data.claims)
             .map_err(|err| {
                 Error::Unauthenticated(match err.kind() {
@@ -420,6 +470,24 @@ fn unavailable(wait: Duration) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_claim_is_a_whole_number_of_tokens() {
+        use serde_json::json;
+        assert_eq!(budget_from_claim(&json!(5000)), Some(5000));
+        assert_eq!(budget_from_claim(&json!(" 5000 ")), Some(5000));
+        for no in [
+            json!(0),
+            json!(-5),
+            json!(1.5),
+            json!("lots"),
+            json!(null),
+            json!([1]),
+            json!(2_000_000_000_000u64),
+        ] {
+            assert_eq!(budget_from_claim(&no), None, "{no}");
+        }
+    }
 
     #[test]
     fn the_failure_cool_down_doubles_up_to_the_refetch_interval() {

@@ -36,6 +36,10 @@ pub struct Identity {
     /// True when only the client address identifies the caller; such
     /// identities get the (stricter) anonymous rate limit.
     pub anonymous: bool,
+    /// The caller's own token budget (tokens per window), from the JWT
+    /// claim `GIGACHAT_PROXY_TOKEN_BUDGET_CLAIM`, carried on by the sessions
+    /// that JWT mints; `None`: the configured budget applies.
+    pub token_budget: Option<u64>,
 }
 
 impl Identity {
@@ -43,6 +47,7 @@ impl Identity {
         Self {
             key: ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}")),
             anonymous: true,
+            token_budget: None,
         }
     }
 }
@@ -147,6 +152,7 @@ impl AccessConfig {
                 ("jwt issuer", jwt.issuer.as_deref()),
                 ("jwt audience", jwt.audience.as_deref()),
                 ("jwt required scope", jwt.required_scope.as_deref()),
+                ("token budget claim", jwt.budget_claim.as_deref()),
             ];
             for (name, value) in settings {
                 if let Some(value) = value {
@@ -293,7 +299,7 @@ impl Access {
         match sessions.verify(token) {
             // Sessions are bound to the auth mode, so a required instance
             // never verifies an anonymous one; refused here all the same.
-            Ok(subject) if subject == crate::session::ANONYMOUS => {
+            Ok(session) if session.subject == crate::session::ANONYMOUS => {
                 return match self.mode {
                     AuthMode::Open => Ok(Identity::anonymous(client)),
                     AuthMode::Required => Err(Error::Unauthenticated(
@@ -301,10 +307,11 @@ impl Access {
                     )),
                 };
             }
-            Ok(subject) => {
+            Ok(session) => {
                 return Ok(Identity {
-                    key: subject,
+                    key: session.subject,
                     anonymous: false,
+                    token_budget: session.token_budget,
                 });
             }
             Err(Error::SessionExpired) => return Err(Error::SessionExpired),
@@ -403,7 +410,7 @@ mod tests {
             Duration::from_secs(60),
             &required.session_binding(),
         );
-        let anonymous = sessions.mint(crate::session::ANONYMOUS).unwrap();
+        let anonymous = sessions.mint(crate::session::ANONYMOUS, None).unwrap();
         let mut headers = HeaderMap::new();
         let bearer = format!("Bearer {}", anonymous.access_token.expose());
         headers.insert(header::AUTHORIZATION, bearer.parse().unwrap());

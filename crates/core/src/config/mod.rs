@@ -120,6 +120,10 @@ pub struct Config {
     pub(crate) limits: crate::limits::config::LimitsConfig,
     /// Which answers are kept, and for how long (see `cache`).
     pub(crate) cache: crate::cache::config::CacheConfig,
+    /// Whose GigaChat objects are whose (see `tenancy::ownership`).
+    pub(crate) ownership: crate::tenancy::ownership::OwnershipConfig,
+    /// What a public page may call (see `tenancy::policy`).
+    pub(crate) policy: crate::tenancy::policy::PolicyConfig,
     /// The Redis the limits, the cache and the shared token use; `None`
     /// keeps all of them in this instance's memory (see `redis`).
     pub(crate) redis: Option<crate::redis::RedisConfig>,
@@ -254,6 +258,9 @@ impl Config {
         )?;
         let redis = crate::redis::RedisConfig::from_env(env)?;
         let cache = crate::cache::config::CacheConfig::from_env(env)?;
+        let ownership =
+            crate::tenancy::ownership::OwnershipConfig::from_env(env, platform, &access)?;
+        let policy = crate::tenancy::policy::PolicyConfig::from_env(env, platform)?;
 
         let tls = crate::upstream::tls::TlsConfig::from_env(env)?;
 
@@ -280,6 +287,8 @@ impl Config {
             access,
             limits,
             cache,
+            ownership,
+            policy,
             redis,
             tls,
         })

@@ -130,6 +130,8 @@ pub struct LimitsConfig {
     pub upstream_concurrency: Option<u64>,
     /// How long a request may wait for an upstream slot.
     pub upstream_queue_timeout: Duration,
+    /// Tokens per window per identity (see `budget`).
+    pub budget: super::budget::BudgetConfig,
 }
 
 impl LimitsConfig {
@@ -173,6 +175,7 @@ impl LimitsConfig {
             max_streams,
             upstream_concurrency,
             upstream_queue_timeout,
+            budget: super::budget::BudgetConfig::from_env(env)?,
         })
     }
 
@@ -185,6 +188,10 @@ impl LimitsConfig {
             max_streams: None,
             upstream_concurrency: None,
             upstream_queue_timeout: DEFAULT_UPSTREAM_QUEUE_TIMEOUT,
+            budget: super::budget::BudgetConfig {
+                identified: None,
+                anonymous: None,
+            },
         }
     }
 }

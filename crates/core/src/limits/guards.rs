@@ -16,6 +16,42 @@ pub(crate) struct Guards {
     pub(super) stream: Option<StreamLease>,
     /// Held only for its `Drop`, which frees the slot.
     pub(super) _upstream: Option<UpstreamPermit>,
+    /// Tokens reserved against the caller's budget, settled when the
+    /// answer ends (refunded if dropped unsettled).
+    pub(super) budget: Option<super::budget::Reservation>,
+}
+
+impl Guards {
+    /// Holds a budget reservation for as long as the other slots.
+    pub(crate) fn hold_budget(&mut self, reservation: Option<super::budget::Reservation>) {
+        self.budget = reservation;
+    }
+
+    /// The budget's answer headers (the tokens left, and the lowered
+    /// `max_tokens` if it was lowered).
+    pub(crate) fn apply_budget_headers(&self, headers: &mut http::HeaderMap) {
+        if let Some(reservation) = &self.budget {
+            reservation.info.apply(headers);
+            if let Some(clamped) = reservation.clamped {
+                headers.insert(
+                    crate::tenancy::policy::MAX_TOKENS_CLAMPED,
+                    http::HeaderValue::from(clamped),
+                );
+            }
+        }
+    }
+
+    /// Charges the budget for how the answer ended; returns the tokens
+    /// charged, if a budget applied.
+    pub(crate) fn settle_budget(&mut self, finish: &super::budget::Finish) -> Option<u64> {
+        self.budget
+            .as_mut()
+            .map(|reservation| reservation.settle(finish))
+    }
+
+    pub(crate) fn has_budget(&self) -> bool {
+        self.budget.is_some()
+    }
 }
 
 /// One open stream's slot; dropping it frees the slot (in Redis: a spawned

@@ -17,6 +17,7 @@
 //! and refuses with an `Error` variant of its own, so it touches this
 //! module and `error.rs`, and no route.
 
+pub(crate) mod budget;
 pub(crate) mod config;
 mod guards;
 pub(crate) mod info;
@@ -40,6 +41,7 @@ pub(crate) use info::RateLimitOutcome;
 
 use crate::error::Error;
 use crate::redis::RedisConfig;
+use crate::tenancy::policy::{MaxTokensAt, clamp_max_tokens};
 use memory::{MemoryRates, MemoryStreams};
 use redis_store::{RedisLease, RedisStore, Unavailable};
 
@@ -64,6 +66,9 @@ struct Inner {
     /// Also the fallback when Redis fails open.
     upstream: Option<Arc<Semaphore>>,
     redis: Option<Arc<RedisStore>>,
+    budgets: budget::BudgetConfig,
+    /// Also the fallback when Redis fails open.
+    memory_budgets: Arc<budget::MemoryBudgets>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -119,6 +124,8 @@ impl Limiter {
                 streams: Arc::new(MemoryStreams::default()),
                 upstream,
                 redis,
+                budgets: config.budget,
+                memory_budgets: Arc::new(budget::MemoryBudgets::default()),
             }),
         }
     }
@@ -157,7 +164,146 @@ impl Limiter {
         Ok(Guards {
             stream,
             _upstream: upstream,
+            budget: None,
         })
+    }
+
+    /// Reserves a billed call's estimated tokens against the caller's
+    /// budget (see `budget`), lowering `max_tokens` in `body` when less is
+    /// left than it asks for. `Ok(None)`: no budget applies to this call.
+    /// `Err(TokenBudgetExceeded)`: the window is spent;
+    /// `Err(LimiterUnavailable)`: Redis failed and the proxy fails closed.
+    /// `own_budget`: the caller's own (from a JWT claim), if any.
+    pub(crate) async fn reserve_tokens(
+        &self,
+        identity: &str,
+        anonymous: bool,
+        own_budget: Option<u64>,
+        endpoint: crate::endpoint::Endpoint,
+        body: &mut bytes::Bytes,
+    ) -> Result<Option<budget::Reservation>, Error> {
+        let inner = &self.inner;
+        let Some(limit) = inner.budgets.for_caller(anonymous, own_budget) else {
+            return Ok(None);
+        };
+        if !budget::is_billed(endpoint) {
+            return Ok(None);
+        }
+        let estimate = budget::Estimate::of(endpoint, body);
+        let now = budget::now_secs();
+        let (granted, counters, window_end, store) = self
+            .budget_step(identity, limit, estimate, now, true)
+            .await?;
+        let info = budget::BudgetInfo {
+            limit: limit.tokens,
+            used: counters.used,
+            reserved: counters.reserved,
+            window: limit.window,
+            reset_at: window_end,
+            reset_secs: window_end.saturating_sub(now),
+            variable: budget::BudgetConfig::variable(anonymous),
+        };
+        let Some(output) = granted else {
+            return Err(Error::TokenBudgetExceeded(info));
+        };
+        let mut clamped = None;
+        // A grant beyond `u32::MAX` exceeds any answer GigaChat produces,
+        // so clamping to `u32::MAX` keeps the answer within the grant.
+        let output_limit = u32::try_from(output).unwrap_or(u32::MAX);
+        let max_tokens_at = if endpoint == crate::endpoint::Endpoint::ChatV2 {
+            MaxTokensAt::ModelOptions
+        } else {
+            MaxTokensAt::TopLevel
+        };
+        if output < estimate.output
+            && let Some(rewritten) = clamp_max_tokens(body, max_tokens_at, output_limit)
+        {
+            *body = rewritten;
+            clamped = Some(u64::from(output_limit));
+        }
+        Ok(Some(budget::Reservation::new(
+            store,
+            identity.to_owned(),
+            counters.window_start,
+            estimate.input.saturating_add(output),
+            estimate.input,
+            info,
+            clamped,
+        )))
+    }
+
+    /// The caller's budget now, for `GET /api/gigachat-budget`; `None`
+    /// when no budget applies to them.
+    pub(crate) async fn token_budget(
+        &self,
+        identity: &str,
+        anonymous: bool,
+        own_budget: Option<u64>,
+    ) -> Result<Option<budget::BudgetInfo>, Error> {
+        let Some(limit) = self.inner.budgets.for_caller(anonymous, own_budget) else {
+            return Ok(None);
+        };
+        let now = budget::now_secs();
+        let estimate = budget::Estimate {
+            input: 0,
+            output: 0,
+        };
+        let (_, counters, window_end, _) = self
+            .budget_step(identity, limit, estimate, now, false)
+            .await?;
+        Ok(Some(budget::BudgetInfo {
+            limit: limit.tokens,
+            used: counters.used,
+            reserved: counters.reserved,
+            window: limit.window,
+            reset_at: window_end,
+            reset_secs: window_end.saturating_sub(now),
+            variable: budget::BudgetConfig::variable(anonymous),
+        }))
+    }
+
+    /// One budget step in Redis, or in memory (no Redis, or it failed
+    /// open): the output granted (`None`: refused), the counters after
+    /// it, the window's end and where to settle.
+    async fn budget_step(
+        &self,
+        identity: &str,
+        limit: budget::TokenBudget,
+        estimate: budget::Estimate,
+        now: u64,
+        reserve: bool,
+    ) -> Result<(Option<u64>, budget::Counters, u64, budget::Store), Error> {
+        let inner = &self.inner;
+        let shared = inner
+            .shared(|redis| async move {
+                let key = redis.key("budget", identity);
+                let boundaries = limit.window.boundaries_around(now);
+                let answer = redis
+                    .reserve_budget(&key, limit.tokens, estimate, boundaries, reserve)
+                    .await?;
+                Ok((answer, key, Arc::clone(redis)))
+            })
+            .await?;
+        if let Some((answer, key, redis)) = shared {
+            return Ok((
+                answer.reserved_ok.then_some(answer.output),
+                answer.counters,
+                answer.window_end,
+                budget::Store::Redis(redis, key),
+            ));
+        }
+        let memory = &inner.memory_budgets;
+        let window_end = limit.window.bounds(now).1;
+        let store = budget::Store::Memory(Arc::clone(memory));
+        if !reserve {
+            return Ok((None, memory.status(identity, limit, now), window_end, store));
+        }
+        let (decision, counters) = memory.reserve(identity, limit, estimate, now);
+        let granted = match decision {
+            budget::Decision::Reserve { output, .. } => Some(output),
+            budget::Decision::Refuse => None,
+        };
+        Ok((granted, counters, window_end, store))
     }
 
     /// The answer is a stream: from here on it holds a stream slot, unless
@@ -358,6 +504,14 @@ mod tests {
         }
     }
 
+    /// A Redis that refuses connections at once (port 1 on loopback).
+    fn unreachable_redis(failure: FailureMode) -> RedisConfig {
+        let mut redis = RedisConfig::from_url("redis://127.0.0.1:1").unwrap();
+        redis.failure = failure;
+        redis.timeout = Duration::from_millis(100);
+        redis
+    }
+
     fn assert_send_sync_static<T: Send + Sync + 'static>() {}
 
     #[test]
@@ -527,20 +681,100 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn token_budgets_reserve_per_caller_and_follow_the_redis_failure_mode() {
+        use crate::endpoint::Endpoint;
+        let mut config = LimitsConfig::disabled();
+        config.budget.identified = Some(budget::TokenBudget::parse("100/d").unwrap());
+        let chat = || bytes::Bytes::from_static(br#"{"max_tokens":70,"messages":[]}"#);
+        let limiter = Limiter::new(&config);
+        // Anonymous callers have no budget here; calls GigaChat does not
+        // bill are never budgeted.
+        assert!(
+            limiter
+                .reserve_tokens("ip:1", true, None, Endpoint::Chat, &mut chat())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            limiter
+                .reserve_tokens("sub:a", false, None, Endpoint::Models, &mut chat())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let first = limiter
+            .reserve_tokens("sub:a", false, None, Endpoint::Chat, &mut chat())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.clamped, None);
+        // 81 of 100 held: the next one's 70 is lowered to what is left.
+        let mut body = chat();
+        let second = limiter
+            .reserve_tokens("sub:a", false, None, Endpoint::Chat, &mut body)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.clamped, Some(8));
+        assert!(
+            std::str::from_utf8(&body)
+                .unwrap()
+                .contains(r#""max_tokens":8"#)
+        );
+        assert!(matches!(
+            limiter
+                .reserve_tokens("sub:a", false, None, Endpoint::Chat, &mut chat())
+                .await,
+            Err(Error::TokenBudgetExceeded(_))
+        ));
+        // Dropped unsettled (the request failed before an answer): refunded.
+        drop((first, second));
+        let info = limiter
+            .token_budget("sub:a", false, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((info.used, info.reserved, info.remaining()), (0, 0, 100));
+
+        let open = Limiter::shared(&config, &unreachable_redis(FailureMode::Open), "default");
+        let closed = Limiter::shared(&config, &unreachable_redis(FailureMode::Closed), "default");
+        let bound = Duration::from_secs(2);
+        assert!(
+            tokio::time::timeout(
+                bound,
+                open.reserve_tokens("sub:a", false, None, Endpoint::Chat, &mut chat())
+            )
+            .await
+            .unwrap()
+            .unwrap()
+            .is_some()
+        );
+        assert!(matches!(
+            tokio::time::timeout(
+                bound,
+                closed.reserve_tokens("sub:a", false, None, Endpoint::Chat, &mut chat())
+            )
+            .await
+            .unwrap(),
+            Err(Error::LimiterUnavailable)
+        ));
+        assert!(matches!(
+            tokio::time::timeout(bound, closed.token_budget("sub:a", false, None))
+                .await
+                .unwrap(),
+            Err(Error::LimiterUnavailable)
+        ));
+    }
+
+    #[tokio::test]
     async fn an_unreachable_redis_follows_the_failure_mode() {
-        // Port 1 on loopback refuses connections at once.
         let mut base = LimitsConfig::disabled();
         base.rate = Some(rate(1, 60));
         base.max_streams = Some(1);
         base.upstream_concurrency = Some(1);
-        let redis = |failure| {
-            let mut redis = RedisConfig::from_url("redis://127.0.0.1:1").unwrap();
-            redis.failure = failure;
-            redis.timeout = Duration::from_millis(100);
-            redis
-        };
-        let open = Limiter::shared(&base, &redis(FailureMode::Open), "default");
-        let closed = Limiter::shared(&base, &redis(FailureMode::Closed), "default");
+        let open = Limiter::shared(&base, &unreachable_redis(FailureMode::Open), "default");
+        let closed = Limiter::shared(&base, &unreachable_redis(FailureMode::Closed), "default");
         let bound = Duration::from_secs(2);
 
         // Open: the per-instance limits still apply.

@@ -11,7 +11,9 @@
 //!   member = random lease id, score = the lease's expiry in server
 //!   milliseconds. Leases are short (`LEASE_TTL`) and renewed by a heartbeat
 //!   while held, so the slots of a crashed or frozen instance free themselves
-//!   within `LEASE_TTL`; the key expires with its last lease.
+//!   within `LEASE_TTL`; the key expires with its last lease;
+//! - `budget:{identity}`: a hash {w = window start (Unix s), used,
+//!   reserved} of the token budget, expiring an hour after its window.
 //!
 //! Every round trip is bounded by the configured timeout, and a failure is
 //! reported to the caller, who applies the failure mode. The URL (and its
@@ -91,6 +93,58 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 return 1
 ";
 
+/// Token budget admission, the same rule as `budget::decide`. KEYS[1] = the
+/// identity's budget hash {w = window start, used, reserved};
+/// ARGV[1] = limit, ARGV[2] = input estimate, ARGV[3] = output estimate,
+/// ARGV[4..7] = window starts around the caller's clock: the window is the
+/// one that contains Redis's own time (the caller's middle one if its
+/// clock is off by more than a window). A hash from an earlier window
+/// starts over. Returns {1 if reserved, used, reserved (after), window
+/// start, window end, output granted}.
+const BUDGET_RESERVE_SCRIPT: &str = r"
+local now = tonumber(redis.call('TIME')[1])
+local s, e = tonumber(ARGV[5]), tonumber(ARGV[6])
+for i = 4, 6 do
+  local a, b = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  if a <= now and now < b then s, e = a, b end
+end
+local used, reserved = 0, 0
+if tonumber(redis.call('HGET', KEYS[1], 'w') or -1) == s then
+  used = tonumber(redis.call('HGET', KEYS[1], 'used') or 0) or 0
+  reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or 0) or 0
+end
+local limit, input, output = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if ARGV[8] == 'status' then
+  return {1, used, reserved, s, e, 0}
+end
+if used + reserved >= limit then
+  return {0, used, reserved, s, e, 0}
+end
+local available = limit - used - reserved
+if input + output > available then
+  output = math.min(math.max(available - input, 1), math.max(output, 1))
+end
+reserved = reserved + input + output
+redis.call('HSET', KEYS[1], 'w', string.format('%.0f', s), 'used', string.format('%.0f', used), 'reserved', string.format('%.0f', reserved))
+redis.call('EXPIREAT', KEYS[1], e + 3600)
+return {1, used, reserved, s, e, output}
+";
+
+/// Settles a reservation. KEYS[1] = the budget hash; ARGV[1] = the window
+/// start it was made in, ARGV[2] = the amount reserved, ARGV[3] = the
+/// charge. A window that has ended since is left alone. Returns 1 if
+/// applied.
+const BUDGET_SETTLE_SCRIPT: &str = r"
+if tonumber(redis.call('HGET', KEYS[1], 'w') or -1) ~= tonumber(ARGV[1]) then
+  return 0
+end
+local reserved = (tonumber(redis.call('HGET', KEYS[1], 'reserved') or 0) or 0) - tonumber(ARGV[2])
+if reserved < 0 then reserved = 0 end
+redis.call('HSET', KEYS[1], 'reserved', string.format('%.0f', reserved))
+redis.call('HINCRBY', KEYS[1], 'used', ARGV[3])
+return 1
+";
+
 /// Why a Redis operation gave no answer; the caller applies the failure mode.
 #[derive(Debug)]
 pub(crate) struct Unavailable;
@@ -102,7 +156,17 @@ pub(crate) struct RedisStore {
     rate_script: Script,
     acquire_script: Script,
     renew_script: Script,
+    budget_reserve_script: Script,
+    budget_settle_script: Script,
     warnings: WarnEvery,
+}
+
+/// What the budget script answered.
+pub(crate) struct BudgetAnswer {
+    pub reserved_ok: bool,
+    pub counters: super::budget::Counters,
+    pub window_end: u64,
+    pub output: u64,
 }
 
 impl RedisStore {
@@ -114,6 +178,8 @@ impl RedisStore {
             rate_script: Script::new(RATE_SCRIPT),
             acquire_script: Script::new(ACQUIRE_SCRIPT),
             renew_script: Script::new(RENEW_SCRIPT),
+            budget_reserve_script: Script::new(BUDGET_RESERVE_SCRIPT),
+            budget_settle_script: Script::new(BUDGET_SETTLE_SCRIPT),
             warnings: WarnEvery::new(WARN_EVERY),
         }
     }
@@ -222,6 +288,63 @@ impl RedisStore {
         Ok(renewed == 1)
     }
 
+    /// Token budget admission (or, with `reserve` false, only the state).
+    pub(crate) async fn reserve_budget(
+        &self,
+        key: &str,
+        limit: u64,
+        estimate: super::budget::Estimate,
+        boundaries: [u64; 4],
+        reserve: bool,
+    ) -> Result<BudgetAnswer, Unavailable> {
+        let mode = if reserve { "reserve" } else { "status" };
+        let (ok, used, reserved, start, end, output): (i64, i64, i64, i64, i64, i64) = self
+            .run("budget", |mut connection| async move {
+                let mut invocation = self.budget_reserve_script.key(key);
+                invocation
+                    .arg(limit)
+                    .arg(estimate.input)
+                    .arg(estimate.output);
+                for boundary in boundaries {
+                    invocation.arg(boundary);
+                }
+                invocation.arg(mode).invoke_async(&mut connection).await
+            })
+            .await?;
+        let whole = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(BudgetAnswer {
+            reserved_ok: ok == 1,
+            counters: super::budget::Counters {
+                window_start: whole(start),
+                used: whole(used),
+                reserved: whole(reserved),
+            },
+            window_end: whole(end),
+            output: whole(output),
+        })
+    }
+
+    /// Replaces a reservation by its charge (see `BUDGET_SETTLE_SCRIPT`).
+    pub(crate) async fn settle_budget(
+        &self,
+        key: &str,
+        window_start: u64,
+        amount: u64,
+        charge: u64,
+    ) -> Result<(), Unavailable> {
+        self.run("budget settle", |mut connection| async move {
+            self.budget_settle_script
+                .key(key)
+                .arg(window_start)
+                .arg(amount)
+                .arg(charge)
+                .invoke_async::<i64>(&mut connection)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
     async fn release(&self, key: &str, id: &str) -> Result<(), Unavailable> {
         self.run("release", |mut connection| async move {
             redis::cmd("ZREM")
@@ -320,7 +443,12 @@ mod tests {
 
     #[test]
     fn scripts_use_the_server_clock_and_exact_integers() {
-        for script in [RATE_SCRIPT, ACQUIRE_SCRIPT, RENEW_SCRIPT] {
+        for script in [
+            RATE_SCRIPT,
+            ACQUIRE_SCRIPT,
+            RENEW_SCRIPT,
+            BUDGET_RESERVE_SCRIPT,
+        ] {
             assert!(script.contains("redis.call('TIME')"));
         }
         // tostring() would print a microsecond timestamp as 1.7e+15.

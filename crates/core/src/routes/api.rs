@@ -26,9 +26,11 @@ use crate::Ready;
 use crate::body::{BoxError, ProxyBody};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::observe::{RequestLog, Usage};
+use crate::observe::RequestLog;
+use crate::tenancy::policy::{Checked, MaxTokensAt, mark_clamped};
 use crate::upstream::body::{BodyLimits, UpstreamBody};
 use crate::upstream::retry;
+use crate::usage::Usage;
 
 const UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 const UPSTREAM_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -78,13 +80,20 @@ where
         .path()
         .strip_prefix(super::API_PREFIX)
         .unwrap_or_default();
-    let url = ready.base.resolve(client_path, request.uri().query())?;
+    let mut url = ready.base.resolve(client_path, request.uri().query())?;
     // The one classification of this call: retries, the cache, the log
     // line and the metrics all read this value.
     let endpoint = Endpoint::classify(request.method(), client_path, ready.base.default_version());
     log.endpoint = Some(endpoint);
     let retryable = endpoint.safe_to_repeat(request.method());
     let Admitted { identity, limits } = admit(ready, &request, Purpose::Call, log).await?;
+    // What this deployment exposes to a public page; the operator's
+    // identities may call anything.
+    ready
+        .config
+        .policy
+        .admit_endpoint(endpoint, ready.ownership.is_operator(&identity.key))?;
+    let max_tokens_at = MaxTokensAt::of(endpoint, request.method(), client_path);
 
     let (parts, ()) = request.into_parts();
     // The body is read whole (within the limit) because a 401 or a
@@ -97,8 +106,33 @@ where
             ready.config.body_timeout,
         )
         .await?;
+    // The policy judges the body as GigaChat will read it, and may lower
+    // its `max_tokens` (the answer's header says so).
+    let Checked {
+        body,
+        clamped_to: max_tokens_clamped_to,
+    } = ready
+        .config
+        .policy
+        .check_body(endpoint, max_tokens_at, body)?;
     let summary = RequestSummary::of(&body);
     log.model = summary.model;
+    // Ownership: the sealed object ids the call names are opened, or the
+    // call is refused, before anything reaches GigaChat or the cache.
+    let checked = ready.ownership.check_request(
+        &identity.key,
+        endpoint,
+        parts
+            .uri
+            .path()
+            .strip_prefix(super::API_PREFIX)
+            .unwrap_or_default(),
+        &body,
+    )?;
+    if let Some(path) = &checked.path {
+        url = ready.base.resolve(path, parts.uri.query())?;
+    }
+    let body = checked.body.unwrap_or(body);
     // A cached answer skips the stream slot, the upstream slot and the
     // token; authentication and the rate limit above still apply. The
     // outcome travels in the response's extensions (`cache::CacheOutcome`).
@@ -109,9 +143,24 @@ where
         && let Some(mut response) = ready.cache.lookup(key).await
     {
         limits.apply(response.headers_mut());
+        mark_clamped(response.headers_mut(), max_tokens_clamped_to);
         return Ok(Answer::from(response));
     }
+    // The token budget reserves this call's estimate before it waits for
+    // any slot, so a spent caller is refused at once.
+    let mut body = body;
+    let reservation = ready
+        .limiter
+        .reserve_tokens(
+            &identity.key,
+            identity.anonymous,
+            identity.token_budget,
+            endpoint,
+            &mut body,
+        )
+        .await?;
     let mut guards = ready.limiter.guards(&identity.key, summary.stream).await?;
+    guards.hold_budget(reservation);
 
     let mut headers = HeaderMap::with_capacity(12);
     crate::headers::forward_request_headers(&parts.headers, &mut headers);
@@ -125,6 +174,24 @@ where
     };
     let mut answer_bytes = None;
     let (mut response, sse) = forward(ready, &outgoing, log, &mut answer_bytes).await?;
+    // Embeddings report their usage per item; the budget and the log
+    // count the sum.
+    if endpoint == Endpoint::Embeddings
+        && log.usage.is_none()
+        && let Some(bytes) = &answer_bytes
+    {
+        log.usage = crate::limits::budget::embeddings_usage(bytes);
+    }
+    ready
+        .ownership
+        .seal_answer(
+            &identity.key,
+            checked.answer,
+            &mut response,
+            sse,
+            &mut answer_bytes,
+        )
+        .await?;
     // GigaChat, not the summary, decides whether the answer streams (a body
     // may ask for a stream in ways the summary cannot see); whatever
     // streams back holds a slot. Over the limit, the upstream answer is
@@ -142,6 +209,8 @@ where
             .await;
     }
     limits.apply(response.headers_mut());
+    mark_clamped(response.headers_mut(), max_tokens_clamped_to);
+    guards.apply_budget_headers(response.headers_mut());
     Ok(Answer {
         response,
         sse,

@@ -4,6 +4,7 @@
 
 mod admit;
 pub mod api;
+mod budget;
 pub mod health;
 pub mod oauth;
 mod request_body;
@@ -24,6 +25,7 @@ use request_body::RequestBody;
 pub const API_PREFIX: &str = "/api/gigachat-api/";
 pub const OAUTH_PATH: &str = "/api/gigachat-oauth";
 pub const HEALTH_PATH: &str = "/api/gigachat-health";
+pub const BUDGET_PATH: &str = "/api/gigachat-budget";
 
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 const SERVER_TIMING: http::HeaderName = http::HeaderName::from_static("server-timing");
@@ -78,6 +80,9 @@ where
                 .await
                 .map(Answer::from),
             Route::OAuth => Box::pin(oauth::handle(proxy, &request, &mut log))
+                .await
+                .map(Answer::from),
+            Route::Budget => Box::pin(budget::handle(proxy, &request, &mut log))
                 .await
                 .map(Answer::from),
             Route::Api => {
@@ -178,6 +183,7 @@ enum Route {
     Health,
     OAuth,
     Api,
+    Budget,
     None,
 }
 
@@ -189,6 +195,8 @@ impl Route {
             Route::OAuth
         } else if path.starts_with(API_PREFIX) {
             Route::Api
+        } else if path == BUDGET_PATH || path == "/api/gigachat-budget/" {
+            Route::Budget
         } else {
             Route::None
         }
@@ -199,6 +207,7 @@ impl Route {
             Route::Health => "health",
             Route::OAuth => "oauth",
             Route::Api => "api",
+            Route::Budget => "budget",
             Route::None => "none",
         }
     }
@@ -210,7 +219,7 @@ fn options_response(route: Route) -> Result<Response<ProxyBody>, Error> {
     let allow = match route {
         Route::Api => api::ALLOW,
         Route::OAuth => "POST, OPTIONS",
-        Route::Health => "GET, HEAD, OPTIONS",
+        Route::Health | Route::Budget => "GET, HEAD, OPTIONS",
         Route::None => return Err(Error::RouteNotFound),
     };
     let mut response = Response::new(crate::body::empty());

@@ -34,7 +34,7 @@ pub(crate) async fn handle<B>(
     } else {
         identity.key.as_str()
     };
-    let minted = ready.sessions.mint(subject)?;
+    let minted = ready.sessions.mint(subject, identity.token_budget)?;
     let mut response = json_response(
         StatusCode::OK,
         &json!({
