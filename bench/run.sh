@@ -10,7 +10,8 @@
 #   --quick              short rows (for checking the harness, not for numbers)
 #   --wait-quiet[=MIN]   first wait until the 1-minute load average stays below
 #                        0.5 for a minute (at most MIN minutes, default 40)
-#   --sections LIST      only some of: throughput,latency,stream,memory,cold,sizes
+#   --sections LIST      only some of: throughput,latency,stream,memory,cold,sizes,
+#                        tenancy
 #   --out FILE           where to write the report (default bench/results.md)
 #   --arm64              also build gigachat-api for aarch64-unknown-linux-gnu (the
 #                        Lambda bootstrap; needs the rustup target, installs
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
     --sections) SECTIONS=(--sections "$2"); shift ;;
     --out) OUT="$2"; shift ;;
     --proxy-env) EXTRA+=(--proxy-env "$2"); shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift

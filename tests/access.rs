@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk, jwk::JwkSet};
@@ -16,13 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const API_KEY: &str = "test-api-key-0123456789abcdef";
 const JWT_SECRET: &str = "a-shared-hs256-secret-of-at-least-32-bytes!";
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn chat_url(s: &Setup) -> String {
     s.proxy.url("/api/gigachat-api/chat/completions")
@@ -318,15 +311,6 @@ async fn sessions_are_minted_only_for_a_valid_credential_in_required_mode() {
 
 // ---------------------------------------------------------------- JWT (HS256)
 
-fn hs256(claims: Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn hs256_jwts_are_checked_for_signature_expiry_issuer_audience_and_scope() {
     let s = setup_with(
@@ -339,7 +323,7 @@ async fn hs256_jwts_are_checked_for_signature_expiry_issuer_audience_and_scope()
         ],
     )
     .await;
-    let good = json!({"sub": "alice", "iss": "https://auth.example.com/", "aud": "gigachat-proxy", "exp": now() + 600, "scope": "openid chat"});
+    let good = json!({"sub": "alice", "iss": "https://auth.example.com/", "aud": "gigachat-proxy", "exp": unix_now() + 600, "scope": "openid chat"});
     let call = |token: String| {
         s.http
             .post(chat_url(&s))
@@ -347,30 +331,28 @@ async fn hs256_jwts_are_checked_for_signature_expiry_issuer_audience_and_scope()
             .json(&chat("jwt", false))
             .send()
     };
-    assert_eq!(call(hs256(good.clone())).await.unwrap().status(), 200);
+    assert_eq!(
+        call(hs256_jwt(JWT_SECRET, &good)).await.unwrap().status(),
+        200
+    );
 
     let mut cases: Vec<(&str, String, u16)> = Vec::new();
     let mut expired = good.clone();
-    expired["exp"] = json!(now() - 3600);
-    cases.push(("expired", hs256(expired), 401));
+    expired["exp"] = json!(unix_now() - 3600);
+    cases.push(("expired", hs256_jwt(JWT_SECRET, &expired), 401));
     let mut wrong_aud = good.clone();
     wrong_aud["aud"] = json!("someone-else");
-    cases.push(("wrong aud", hs256(wrong_aud), 401));
+    cases.push(("wrong aud", hs256_jwt(JWT_SECRET, &wrong_aud), 401));
     let mut wrong_iss = good.clone();
     wrong_iss["iss"] = json!("https://evil.example/");
-    cases.push(("wrong iss", hs256(wrong_iss), 401));
+    cases.push(("wrong iss", hs256_jwt(JWT_SECRET, &wrong_iss), 401));
     let mut future = good.clone();
-    future["nbf"] = json!(now() + 3600);
-    cases.push(("nbf in the future", hs256(future), 401));
+    future["nbf"] = json!(unix_now() + 3600);
+    cases.push(("nbf in the future", hs256_jwt(JWT_SECRET, &future), 401));
     let mut no_sub = good.clone();
     no_sub.as_object_mut().unwrap().remove("sub");
-    cases.push(("no sub", hs256(no_sub), 401));
-    let bad_signature = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &good,
-        &EncodingKey::from_secret(b"another-secret-another-secret-another"),
-    )
-    .unwrap();
+    cases.push(("no sub", hs256_jwt(JWT_SECRET, &no_sub), 401));
+    let bad_signature = hs256_jwt("another-secret-another-secret-another", &good);
     cases.push(("bad signature", bad_signature, 401));
     // alg: none, with the good claims.
     use base64::Engine as _;
@@ -397,7 +379,7 @@ async fn hs256_jwts_are_checked_for_signature_expiry_issuer_audience_and_scope()
     cases.push(("unknown crit extension", critical, 401));
     let mut no_scope = good.clone();
     no_scope["scope"] = json!("openid profile");
-    cases.push(("missing scope", hs256(no_scope), 403));
+    cases.push(("missing scope", hs256_jwt(JWT_SECRET, &no_scope), 403));
 
     for (name, token, status) in cases {
         let response = call(token).await.unwrap();
@@ -513,7 +495,7 @@ fn signed(key: &EncodingKey, alg: Algorithm, kid: &str, sub: &str) -> String {
     header.kid = Some(kid.to_owned());
     jsonwebtoken::encode(
         &header,
-        &json!({"sub": sub, "exp": now() + 600, "aud": "gigachat-proxy"}),
+        &json!({"sub": sub, "exp": unix_now() + 600, "aud": "gigachat-proxy"}),
         key,
     )
     .unwrap()
@@ -628,7 +610,7 @@ async fn rs256_and_es256_tokens_verify_against_a_jwks_that_is_cached_and_refetch
         header.kid = Some("rsa-1".to_owned());
         let hs = jsonwebtoken::encode(
             &header,
-            &json!({"sub": "mallory", "exp": now() + 600, "aud": "gigachat-proxy"}),
+            &json!({"sub": "mallory", "exp": unix_now() + 600, "aud": "gigachat-proxy"}),
             &EncodingKey::from_secret(&secret),
         )
         .unwrap();
@@ -638,8 +620,8 @@ async fn rs256_and_es256_tokens_verify_against_a_jwks_that_is_cached_and_refetch
     assert_eq!(s.emulator.stats().api_calls, 3);
 }
 
-#[tokio::test]
-async fn a_failing_jwks_is_fetched_once_per_cool_down_with_backoff_and_answers_503() {
+/// The RS256 fixture key (kid `rsa-1`) and a JWKS server publishing it.
+async fn jwks_serving_the_rsa_key() -> (EncodingKey, JwksServer) {
     let (rsa, rsa_jwk) = public_jwk(
         include_bytes!("fixtures/jwt-rs256.pem"),
         Algorithm::RS256,
@@ -649,6 +631,12 @@ async fn a_failing_jwks_is_fetched_once_per_cool_down_with_backoff_and_answers_5
         keys: vec![rsa_jwk],
     })
     .await;
+    (rsa, jwks)
+}
+
+#[tokio::test]
+async fn a_failing_jwks_is_fetched_once_per_cool_down_with_backoff_and_answers_503() {
+    let (rsa, jwks) = jwks_serving_the_rsa_key().await;
     jwks.status.store(500, Ordering::SeqCst);
     let s = setup_with(
         |_| {},
@@ -739,15 +727,7 @@ async fn a_failing_jwks_is_fetched_once_per_cool_down_with_backoff_and_answers_5
 
 #[tokio::test]
 async fn concurrent_requests_share_one_slow_jwks_fetch_whether_it_succeeds_or_fails() {
-    let (rsa, rsa_jwk) = public_jwk(
-        include_bytes!("fixtures/jwt-rs256.pem"),
-        Algorithm::RS256,
-        "rsa-1",
-    );
-    let jwks = jwks_server(&JwkSet {
-        keys: vec![rsa_jwk],
-    })
-    .await;
+    let (rsa, jwks) = jwks_serving_the_rsa_key().await;
     jwks.delay_ms.store(1000, Ordering::SeqCst);
     let env = [
         ("GIGACHAT_PROXY_JWKS_URL", jwks.url.as_str()),

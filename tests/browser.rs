@@ -258,6 +258,29 @@ fn assert_run_passed(run: &NodeRun, logs: &str, credentials: &str) {
     assert_no_secret(logs, &[credentials.to_owned()], "the proxy's logs");
 }
 
+/// Runs one browser test file under `node --test` against `proxy` in front
+/// of `emulator` (`page_env` on top of their URLs and Chromium's path), and
+/// asserts that every test passed and the proxy logged no secret.
+async fn run_browser_tests(
+    file: &'static str,
+    proxy: &ProxyProcess,
+    emulator: &gigachat_emulator::Emulator,
+    credentials: &str,
+    page_env: &[(&'static str, String)],
+) {
+    let mut node_env = vec![
+        ("GIGACHAT_PROXY_URL", proxy.url.clone()),
+        ("GIGACHAT_EMULATOR_URL", emulator_url(emulator)),
+        ("CHROMIUM_PATH", chromium().display().to_string()),
+    ];
+    node_env.extend_from_slice(page_env);
+    let run = tokio::task::spawn_blocking(move || run_node(file, &node_env))
+        .await
+        .unwrap();
+    println!("{}", run.output);
+    assert_run_passed(&run, &proxy.logs(), credentials);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_page_and_cors_in_headless_chromium() {
     let _browser = BROWSER.lock().await;
@@ -268,30 +291,24 @@ async fn the_demo_page_and_cors_in_headless_chromium() {
     let ports = free_ports(2);
     let allowed = format!("http://localhost:{}", ports[0]);
     let disallowed = format!("http://127.0.0.1:{}", ports[1]);
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let mut env = proxy_env(&base, &auth, &credentials);
-    env.extend([
-        ("GIGACHAT_PROXY_ALLOWED_ORIGINS", allowed.as_str()),
-        // The token-field test waits for a session token to expire.
-        ("GIGACHAT_PROXY_SESSION_TTL", "1"),
-        // The error test's 503 must reach the page, not be retried away.
-        ("GIGACHAT_MAX_RETRIES", "0"),
-    ]);
-    let proxy = start_proxy(&env);
+    let proxy = start_proxy_for(
+        &emulator,
+        &credentials,
+        &[
+            ("GIGACHAT_PROXY_ALLOWED_ORIGINS", allowed.as_str()),
+            // The token-field test waits for a session token to expire.
+            ("GIGACHAT_PROXY_SESSION_TTL", "1"),
+            // The error test's 503 must reach the page, not be retried away.
+            ("GIGACHAT_MAX_RETRIES", "0"),
+        ],
+    );
 
-    let node_env = vec![
-        ("GIGACHAT_PROXY_URL", proxy.url.clone()),
-        ("GIGACHAT_EMULATOR_URL", emulator_url(&emulator)),
+    let page_env = [
         ("GIGACHAT_TEST_CREDENTIALS", credentials.clone()),
         ("BROWSER_ALLOWED_ORIGIN", allowed.clone()),
         ("BROWSER_DISALLOWED_ORIGIN", disallowed.clone()),
-        ("CHROMIUM_PATH", chromium().display().to_string()),
     ];
-    let run = tokio::task::spawn_blocking(move || run_node(DEMO_TESTS, &node_env))
-        .await
-        .unwrap();
-    println!("{}", run.output);
-    assert_run_passed(&run, &proxy.logs(), &credentials);
+    run_browser_tests(DEMO_TESTS, &proxy, &emulator, &credentials, &page_env).await;
     emulator.shutdown().await;
 }
 
@@ -307,19 +324,9 @@ async fn the_npm_sdk_calls_the_proxy_from_another_local_origin() {
 
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |c| c.chunk_delay = CHUNK_DELAY).await;
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let proxy = start_proxy(&proxy_env(&base, &auth, &credentials));
+    let proxy = start_proxy_for(&emulator, &credentials, &[]);
 
-    let node_env = vec![
-        ("GIGACHAT_PROXY_URL", proxy.url.clone()),
-        ("GIGACHAT_EMULATOR_URL", emulator_url(&emulator)),
-        ("CHROMIUM_PATH", chromium().display().to_string()),
-    ];
-    let run = tokio::task::spawn_blocking(move || run_node(SDK_TESTS, &node_env))
-        .await
-        .unwrap();
-    println!("{}", run.output);
-    assert_run_passed(&run, &proxy.logs(), &credentials);
+    run_browser_tests(SDK_TESTS, &proxy, &emulator, &credentials, &[]).await;
     emulator.shutdown().await;
 }
 
@@ -332,21 +339,13 @@ async fn the_demo_page_shows_the_token_budget_meter() {
 
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let mut env = proxy_env(&base, &auth, &credentials);
-    env.push(("GIGACHAT_PROXY_TOKEN_BUDGET_ANONYMOUS", "60/d"));
-    let proxy = start_proxy(&env);
+    let proxy = start_proxy_for(
+        &emulator,
+        &credentials,
+        &[("GIGACHAT_PROXY_TOKEN_BUDGET_ANONYMOUS", "60/d")],
+    );
 
-    let node_env = vec![
-        ("GIGACHAT_PROXY_URL", proxy.url.clone()),
-        ("GIGACHAT_EMULATOR_URL", emulator_url(&emulator)),
-        ("CHROMIUM_PATH", chromium().display().to_string()),
-    ];
-    let run = tokio::task::spawn_blocking(move || run_node(BUDGET_TESTS, &node_env))
-        .await
-        .unwrap();
-    println!("{}", run.output);
-    assert_run_passed(&run, &proxy.logs(), &credentials);
+    run_browser_tests(BUDGET_TESTS, &proxy, &emulator, &credentials, &[]).await;
     emulator.shutdown().await;
 }
 

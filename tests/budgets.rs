@@ -103,10 +103,7 @@ async fn a_spent_budget_answers_429_with_the_reset_and_token_headers() {
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["status"], 429);
     assert_eq!(body["code"], "token_budget_exceeded");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let midnight = now - now % 86_400 + 86_400;
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(
@@ -179,6 +176,39 @@ async fn less_left_than_max_tokens_lowers_max_tokens_instead_of_refusing() {
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["usage"]["completion_tokens"], clamped);
     assert_eq!(answer["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test]
+async fn a_v2_chat_gets_its_model_options_max_tokens_lowered_when_less_is_left() {
+    let s = setup_with(
+        |_| {},
+        &[("GIGACHAT_PROXY_TOKEN_BUDGET_ANONYMOUS", "200/h")],
+    )
+    .await;
+    // v2 keeps its samplers in `model_options`: a clamp written anywhere
+    // else leaves GigaChat free to spend the 5000 asked for.
+    let body = json!({
+        "model": "GigaChat",
+        "messages": [{"role": "user", "content": [{"text": "x".repeat(300)}]}],
+        "model_options": {"max_tokens": 5000},
+    });
+    let response = s
+        .http
+        .post(s.proxy.url("/api/gigachat-api/v2/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let clamped: u64 = response.headers()["x-gigachat-proxy-max-tokens-clamped"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..77).contains(&clamped), "{clamped}");
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["usage"]["output_tokens"], clamped, "{answer}");
+    assert_eq!(answer["finish_reason"], "length", "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,6 +310,7 @@ async fn an_upstream_error_refunds_and_a_broken_stream_is_charged_its_input_at_l
 async fn without_a_budget_nothing_changes_and_the_route_says_so() {
     let s = setup().await;
     let budget = budget_of(&s.http, &s.proxy, None).await;
+    assert_eq!(budget["enabled"], false, "{budget}");
     assert_eq!(budget["limit"], Value::Null);
     let response = s
         .http
@@ -298,16 +329,17 @@ async fn three_instances_sharing_redis_share_one_budget() {
     let redis = RedisServer::start();
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let redis_url = redis.url();
-    let mut env = proxy_env(&base, &auth, &credentials);
-    env.extend_from_slice(&[
-        ("GIGACHAT_PROXY_API_KEYS", KEY),
-        ("GIGACHAT_PROXY_TOKEN_BUDGET", "1000/mo"),
-        ("REDIS_URL", redis_url.as_str()),
-        ("GIGACHAT_PROXY_REDIS_FAILURE", "closed"),
-    ]);
-    let proxies = [start_proxy(&env), start_proxy(&env), start_proxy(&env)];
+    let proxies = proxies_sharing_redis(
+        3,
+        &emulator,
+        &credentials,
+        &redis,
+        &[
+            ("GIGACHAT_PROXY_API_KEYS", KEY),
+            ("GIGACHAT_PROXY_TOKEN_BUDGET", "1000/mo"),
+            ("GIGACHAT_PROXY_REDIS_FAILURE", "closed"),
+        ],
+    );
     let http = reqwest::Client::new();
     let body = chat_with(&"z".repeat(200), false, 60);
     let estimate = (serde_json::to_string(&body).unwrap().len() as u64).div_ceil(3) + 60;
@@ -343,35 +375,9 @@ async fn three_instances_sharing_redis_share_one_budget() {
     assert!(redis.key_count() > 0);
 }
 
-/// `$GIGACHAT_PROXY_PYTHON`, else the repo's `.venv` (made by `.ci/setup`,
-/// which this runs when the `openai` package is missing).
-fn python_with_openai() -> std::path::PathBuf {
-    use std::process::Command;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = std::env::var_os("GIGACHAT_PROXY_PYTHON")
-        .map_or_else(|| root.join(".venv/bin/python"), std::path::PathBuf::from);
-    let has_openai = |python: &std::path::Path| {
-        Command::new(python)
-            .args(["-c", "import openai"])
-            .output()
-            .is_ok_and(|out| out.status.success())
-    };
-    if !has_openai(&python) {
-        eprintln!("budgets: no `openai` package yet; running .ci/setup (needs PyPI)");
-        let status = Command::new("bash")
-            .arg(root.join(".ci/setup"))
-            .current_dir(root)
-            .status()
-            .expect("bash runs .ci/setup");
-        assert!(status.success(), ".ci/setup failed; see its output above");
-    }
-    assert!(has_openai(&python), "{} lacks `openai`", python.display());
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_does_not_retry_a_budget_refusal() {
-    let python = tokio::task::spawn_blocking(python_with_openai)
+    let python = tokio::task::spawn_blocking(|| python_importing("openai"))
         .await
         .unwrap();
     let s = setup_with(|_| {}, &[("GIGACHAT_PROXY_TOKEN_BUDGET_ANONYMOUS", "1/mo")]).await;
@@ -421,16 +427,6 @@ async fn the_openai_python_sdk_does_not_retry_a_budget_refusal() {
 
 const JWT_SECRET: &str = "budget-test-jwt-secret-0123456789abcdef";
 
-fn hs256(claims: Value) -> String {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_jwt_claim_sets_the_users_own_budget_and_sessions_keep_it() {
     let s = setup_with(
@@ -442,13 +438,12 @@ async fn a_jwt_claim_sets_the_users_own_budget_and_sessions_keep_it() {
         ],
     )
     .await;
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let small = hs256(json!({"sub": "small-tier", "exp": exp, "gigachat_tokens": 40}));
-    let plain = hs256(json!({"sub": "plain", "exp": exp}));
+    let exp = unix_now() + 600;
+    let small = hs256_jwt(
+        JWT_SECRET,
+        &json!({"sub": "small-tier", "exp": exp, "gigachat_tokens": 40}),
+    );
+    let plain = hs256_jwt(JWT_SECRET, &json!({"sub": "plain", "exp": exp}));
     let budget = budget_of(&s.http, &s.proxy, Some(&small)).await;
     assert_eq!(
         (budget["limit"].as_u64(), budget["window"].as_str()),
@@ -482,4 +477,43 @@ async fn a_jwt_claim_sets_the_users_own_budget_and_sessions_keep_it() {
     assert_eq!(refused.headers()["x-ratelimit-limit-tokens"], "40");
     let budget = settled_budget(&s.http, &s.proxy, Some(&small)).await;
     assert!(budget["used"].as_u64().unwrap() >= 40, "{budget}");
+}
+
+async fn health_of(s: &Setup) -> Value {
+    let response = s
+        .http
+        .get(s.proxy.url("/api/gigachat-health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_health_document_says_whether_ownership_and_budgets_are_on() {
+    // A developer's local server: no budgets, callers not kept apart.
+    let plain = setup().await;
+    let health = health_of(&plain).await;
+    assert_eq!(health["ownership"], "off", "{health}");
+    assert_eq!(health["budget"], "off", "{health}");
+    assert_eq!(health["budget_anonymous"], "off", "{health}");
+
+    let s = setup_with(
+        |_| {},
+        &[
+            ("GIGACHAT_PROXY_API_KEYS", KEY),
+            ("GIGACHAT_PROXY_TOKEN_BUDGET", "200000/d"),
+            ("GIGACHAT_PROXY_TOKEN_BUDGET_ANONYMOUS", "off"),
+        ],
+    )
+    .await;
+    let health = health_of(&s).await;
+    assert_eq!(health["ownership"], "on", "{health}");
+    assert_eq!(health["budget"], "200000/d", "{health}");
+    assert_eq!(health["budget_anonymous"], "off", "{health}");
+    // A caller's budget, with the flag a UI reads.
+    let budget = budget_of(&s.http, &s.proxy, Some(KEY)).await;
+    assert_eq!(budget["enabled"], true, "{budget}");
+    assert_eq!(budget["limit"], 200_000, "{budget}");
 }

@@ -319,14 +319,7 @@ fn stream_for_anything(_: &Received) -> Reply {
 #[tokio::test]
 async fn whatever_streams_back_holds_a_stream_slot() {
     let upstream = FakeUpstream::start(stream_for_anything).await;
-    let (proxy, _oauth) = proxy_before(
-        &upstream,
-        &[
-            ("GIGACHAT_PROXY_MAX_STREAMS", "1"),
-            ("GIGACHAT_PROXY_UPSTREAM_CONCURRENCY", "off"),
-        ],
-    )
-    .await;
+    let (proxy, _oauth) = proxy_before(&upstream, &ONE_STREAM_SLOT).await;
     let http = reqwest::Client::new();
     // A GET with no body at all: nothing in the request says "stream".
     let url = proxy.url("/api/gigachat-api/models");
@@ -347,14 +340,7 @@ async fn whatever_streams_back_holds_a_stream_slot() {
 
 #[tokio::test]
 async fn duplicated_keys_and_plain_text_bodies_cannot_open_uncounted_streams() {
-    let s = setup_with(
-        |c| c.chunk_delay = Duration::from_millis(300),
-        &[
-            ("GIGACHAT_PROXY_MAX_STREAMS", "1"),
-            ("GIGACHAT_PROXY_UPSTREAM_CONCURRENCY", "off"),
-        ],
-    )
-    .await;
+    let s = setup_with_one_stream_slot().await;
     let url = s.proxy.url("/api/gigachat-api/chat/completions");
     let duplicated = r#"{"stream":false,"model":"GigaChat","messages":[{"role":"user","content":"one two three four five"}],"stream":true}"#;
     let plain_text = r#"{"model":"GigaChat","stream":true,"messages":[{"role":"user","content":"one two three four five"}]}"#;

@@ -85,14 +85,7 @@ async fn authenticated_identities_have_their_own_budgets() {
 
 #[tokio::test]
 async fn concurrent_streams_per_identity_are_capped() {
-    let s = setup_with(
-        |c| c.chunk_delay = Duration::from_millis(300),
-        &[
-            ("GIGACHAT_PROXY_MAX_STREAMS", "1"),
-            ("GIGACHAT_PROXY_UPSTREAM_CONCURRENCY", "off"),
-        ],
-    )
-    .await;
+    let s = setup_with_one_stream_slot().await;
     let url = s.proxy.url("/api/gigachat-api/chat/completions");
     let first = s
         .http
@@ -204,17 +197,18 @@ async fn three_instances_sharing_redis_admit_no_more_than_the_limit() {
     let mut redis = RedisServer::start();
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let redis_url = redis.url();
-    let mut env = proxy_env(&base, &auth, &credentials);
-    env.extend_from_slice(&[
-        ("GIGACHAT_PROXY_API_KEYS", "shared-user-key-0123456789"),
-        ("GIGACHAT_PROXY_RATE_LIMIT", "10/min"),
-        ("GIGACHAT_PROXY_UPSTREAM_CONCURRENCY", "off"),
-        ("REDIS_URL", redis_url.as_str()),
-        ("GIGACHAT_PROXY_REDIS_FAILURE", "closed"),
-    ]);
-    let proxies = [start_proxy(&env), start_proxy(&env), start_proxy(&env)];
+    let proxies = proxies_sharing_redis(
+        3,
+        &emulator,
+        &credentials,
+        &redis,
+        &[
+            ("GIGACHAT_PROXY_API_KEYS", "shared-user-key-0123456789"),
+            ("GIGACHAT_PROXY_RATE_LIMIT", "10/min"),
+            ("GIGACHAT_PROXY_UPSTREAM_CONCURRENCY", "off"),
+            ("GIGACHAT_PROXY_REDIS_FAILURE", "closed"),
+        ],
+    );
     let http = reqwest::Client::new();
     let burst = (0..45).map(|i| {
         let http = http.clone();

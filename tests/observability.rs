@@ -18,6 +18,32 @@ fn request_lines(logs: &str) -> Vec<String> {
         .collect()
 }
 
+/// The metrics text once it holds every needle. Polled, because a sample is
+/// recorded when an answer's body is finished, a little after the client
+/// has read it; a needle still missing after five seconds fails the test.
+async fn metrics_showing(s: &Setup, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = s
+            .http
+            .get(s.proxy.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if needles.iter().all(|needle| text.contains(needle)) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for needle in needles {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    text
+}
+
 #[tokio::test]
 async fn one_log_line_per_request_with_model_usage_and_a_hashed_identity() {
     let s = setup().await;
@@ -137,25 +163,7 @@ async fn each_call_is_logged_and_counted_under_its_kind() {
         "gigachat_proxy_endpoint_requests_total{endpoint=\"file_delete\",status=\"4xx\"} 1",
         "gigachat_proxy_endpoint_requests_total{endpoint=\"chat\",status=\"2xx\"} 0",
     ];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let text = s
-            .http
-            .get(s.proxy.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if needles.iter().all(|needle| text.contains(needle)) || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    for needle in needles {
-        assert!(text.contains(needle), "{needle} missing:\n{text}");
-    }
+    metrics_showing(&s, &needles).await;
 }
 
 /// Both routes that spend the caller's budget log what the limits did,
@@ -206,25 +214,7 @@ async fn limit_outcomes_are_logged_and_refusals_counted_by_code() {
         "gigachat_proxy_errors_total{code=\"rate_limited\"} 1",
         "gigachat_proxy_ratelimited_total{route=\"api\"} 1",
     ];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let text = s
-            .http
-            .get(s.proxy.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if needles.iter().all(|needle| text.contains(needle)) || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    for needle in needles {
-        assert!(text.contains(needle), "{needle} missing:\n{text}");
-    }
+    let text = metrics_showing(&s, &needles).await;
     assert!(!text.contains("upstream_errors_total"), "{text}");
 }
 
@@ -279,25 +269,15 @@ async fn metrics_and_timing_headers_report_the_proxys_own_cost() {
         "gigachat_proxy_upstream_duration_seconds_count{route=\"api\"} 1",
         "gigachat_proxy_tokens_output_total{route=\"api\"}",
     ];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let metrics = s.http.get(s.proxy.url("/metrics")).send().await.unwrap();
-        assert_eq!(metrics.status(), 200);
-        assert!(
-            metrics.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/plain")
-        );
-        let text = metrics.text().await.unwrap();
-        if needles.iter().all(|needle| text.contains(needle)) || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    for needle in needles {
-        assert!(text.contains(needle), "{needle} missing:\n{text}");
-    }
+    let metrics = s.http.get(s.proxy.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics_showing(&s, &needles).await;
     assert_no_secret(&text, std::slice::from_ref(&s.credentials), "the metrics");
 }
 

@@ -83,6 +83,28 @@ async fn listed_ids(s: &Setup, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The file id in the first `<img src="...">` of an answer that drew an
+/// image: GigaChat puts the picture's id there.
+fn image_id(content: &str) -> &str {
+    content
+        .split("src=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+}
+
+async fn download(s: &Setup, key: &str, id: &str) -> reqwest::Response {
+    s.http
+        .get(
+            s.proxy
+                .url(&format!("/api/gigachat-api/files/{id}/content")),
+        )
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A refusal without its request id, which differs per request.
 fn shape(mut error: Value) -> Value {
     error.as_object_mut().unwrap().remove("request_id");
@@ -208,25 +230,12 @@ async fn generated_images_belong_to_who_asked_for_them() {
     .await;
     assert_eq!(status, 200, "{answer}");
     let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
-    let id = content
-        .split("src=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap();
+    let id = image_id(content);
     assert!(id.contains('~'), "{content}");
-    let download = |key: &'static str| {
-        s.http
-            .get(
-                s.proxy
-                    .url(&format!("/api/gigachat-api/files/{id}/content")),
-            )
-            .bearer_auth(key)
-            .send()
-    };
-    let mine = download(ALICE).await.unwrap();
+    let mine = download(&s, ALICE, id).await;
     assert_eq!(mine.status(), 200);
     assert!(mine.bytes().await.unwrap().starts_with(b"\x89PNG"));
-    assert_eq!(download(BOB).await.unwrap().status(), 404);
+    assert_eq!(download(&s, BOB, id).await.status(), 404);
     assert!(listed_ids(&s, ALICE).await.contains(&id.to_owned()));
     assert!(listed_ids(&s, BOB).await.is_empty());
 }
@@ -302,14 +311,13 @@ async fn instances_on_one_redis_share_lists_and_tags() {
     let redis = RedisServer::start();
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let redis_url = redis.url();
-    let mut env = proxy_env(&base, &auth, &credentials);
-    env.extend_from_slice(&[
-        ("REDIS_URL", redis_url.as_str()),
-        ("GIGACHAT_PROXY_API_KEYS", KEYS),
-    ]);
-    let instances = [start_proxy(&env), start_proxy(&env), start_proxy(&env)];
+    let instances = proxies_sharing_redis(
+        3,
+        &emulator,
+        &credentials,
+        &redis,
+        &[("GIGACHAT_PROXY_API_KEYS", KEYS)],
+    );
     let http = reqwest::Client::new();
     let on = |i: usize, key: &str, path: &str| {
         http.get(instances[i].url(&format!("/api/gigachat-api/{path}")))
@@ -429,21 +437,44 @@ async fn images_in_streams_are_sealed_even_when_cut_between_writes() {
                 .map(str::to_owned)
         })
         .collect();
-    let id = content
-        .split("src=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap();
+    let id = image_id(&content);
     assert!(id.contains('~'), "{content}");
-    let get = |key: &'static str| {
-        s.http
-            .get(
-                s.proxy
-                    .url(&format!("/api/gigachat-api/files/{id}/content")),
-            )
-            .bearer_auth(key)
-            .send()
-    };
-    assert_eq!(get(ALICE).await.unwrap().status(), 200);
-    assert_eq!(get(BOB).await.unwrap().status(), 404);
+    assert_eq!(download(&s, ALICE, id).await.status(), 200);
+    assert_eq!(download(&s, BOB, id).await.status(), 404);
+}
+
+const JWT_SECRET: &str = "ownership-test-jwt-secret-0123456789abcd";
+
+#[tokio::test]
+async fn a_jwt_with_the_admin_scope_is_an_operator_and_one_without_is_not() {
+    let s = setup_with(
+        |_| {},
+        &[
+            ("GIGACHAT_PROXY_JWT_SECRET", JWT_SECRET),
+            ("GIGACHAT_PROXY_OWNERSHIP", "on"),
+            ("GIGACHAT_PROXY_ADMIN_SCOPE", "gigachat:admin"),
+        ],
+    )
+    .await;
+    let exp = unix_now() + 600;
+    let token = |claims: Value| hs256_jwt(JWT_SECRET, &claims);
+    let operator = token(json!({"sub": "ops", "exp": exp, "scope": "read gigachat:admin"}));
+    let operator_scp = token(json!({"sub": "ops2", "exp": exp, "scp": ["gigachat:admin"]}));
+    // A scope that merely starts like the operator's is not it.
+    let user = token(json!({"sub": "user", "exp": exp, "scope": "read gigachat:admins"}));
+    for token in [&operator, &operator_scp] {
+        let (status, balance) = call(&s, token, Method::GET, "balance", None).await;
+        assert_eq!(status, 200, "{balance}");
+        assert!(balance["balance"].is_array(), "{balance}");
+    }
+    let (status, error) = call(&s, &user, Method::GET, "balance", None).await;
+    assert_eq!(status, 403, "{error}");
+    assert_eq!(error["code"], "operator_only");
+    assert!(
+        error["hint"]
+            .as_str()
+            .unwrap()
+            .contains("GIGACHAT_PROXY_ADMIN_SCOPE"),
+        "{error}"
+    );
 }

@@ -692,8 +692,7 @@ async fn rejected_credentials_give_a_clear_502() {
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
     let wrong = test_credentials();
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let proxy = start_proxy(&proxy_env(&base, &auth, &wrong));
+    let proxy = start_proxy_for(&emulator, &wrong, &[]);
     let response = reqwest::Client::new()
         .post(proxy.url("/api/gigachat-api/chat/completions"))
         .json(&chat("x", false))

@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -19,45 +19,11 @@ fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn has_sdk(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import gigachat, pytest"])
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-/// `$GIGACHAT_PROXY_PYTHON`, else the repo's `.venv`, made if needed.
-fn python_with_sdk() -> PathBuf {
-    if let Some(python) = std::env::var_os("GIGACHAT_PROXY_PYTHON") {
-        let python = PathBuf::from(python);
-        assert!(
-            has_sdk(&python),
-            "GIGACHAT_PROXY_PYTHON={} has no `gigachat`/`pytest`: run `bash .ci/setup`",
-            python.display()
-        );
-        return python;
-    }
-    let python = repo_root().join(".venv/bin/python");
-    if !has_sdk(&python) {
-        eprintln!("python_sdk: .venv has no GigaChat SDK yet; running .ci/setup (needs PyPI)");
-        let status = Command::new("bash")
-            .arg(repo_root().join(".ci/setup"))
-            .current_dir(repo_root())
-            .status()
-            .expect("bash runs .ci/setup");
-        assert!(status.success(), ".ci/setup failed; see its output above");
-    }
-    assert!(
-        has_sdk(&python),
-        "{} still lacks the SDK after .ci/setup",
-        python.display()
-    );
-    python
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_sdk_works_through_the_proxy() {
-    let python = tokio::task::spawn_blocking(python_with_sdk).await.unwrap();
+    let python = tokio::task::spawn_blocking(|| python_importing("gigachat, pytest"))
+        .await
+        .unwrap();
     let s = setup().await;
     let proxy_url = s.proxy.url.clone();
     let emulator_url = format!("http://{}", s.emulator.addr());

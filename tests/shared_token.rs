@@ -181,15 +181,12 @@ fn fleet(
     redis: &RedisServer,
     extra: &[(&str, &str)],
 ) -> Vec<ProxyProcess> {
-    let (base, auth, redis_url) = (emulator.base_url(), emulator.auth_url(), redis.url());
-    let mut env = proxy_env(&base, &auth, credentials);
-    env.extend_from_slice(&[
-        ("REDIS_URL", redis_url.as_str()),
+    let quick_retries = [
         ("GIGACHAT_PROXY_UPSTREAM_CONCURRENCY", "off"),
         ("GIGACHAT_RETRY_BACKOFF_FACTOR", "0.05"),
-    ]);
-    env.extend_from_slice(extra);
-    (0..n).map(|_| start_proxy(&env)).collect()
+    ];
+    let env = [&quick_retries[..], extra].concat();
+    proxies_sharing_redis(n, emulator, credentials, redis, &env)
 }
 
 /// Chat calls spread over the instances, all at once; their statuses.

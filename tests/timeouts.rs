@@ -237,10 +237,11 @@ async fn a_refused_key_is_not_retried() {
     let credentials = test_credentials();
     let emulator = start_emulator(&credentials, |_| {}).await;
     let wrong = test_credentials();
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let mut env = proxy_env(&base, &auth, &wrong);
-    env.push(("GIGACHAT_RETRY_BACKOFF_FACTOR", "0.05"));
-    let proxy = start_proxy(&env);
+    let proxy = start_proxy_for(
+        &emulator,
+        &wrong,
+        &[("GIGACHAT_RETRY_BACKOFF_FACTOR", "0.05")],
+    );
     let response = reqwest::Client::new()
         .post(proxy.url("/api/gigachat-api/chat/completions"))
         .json(&chat("x", false))

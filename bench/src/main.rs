@@ -51,6 +51,9 @@ async fn main() -> Result<()> {
     if b.args.wants("sizes") {
         sections::sizes::run(&b, &mut rep).await?;
     }
+    if b.args.wants("tenancy") {
+        sections::tenancy::run(&b, &mut rep).await?;
+    }
 
     let out = rep.finish();
     let path = b.args.out.clone();

@@ -330,3 +330,108 @@ pub fn assert_no_secret(haystack: &str, secrets: &[String], what: &str) {
 pub fn emulator_url(emulator: &Emulator) -> String {
     format!("http://{}", emulator.addr())
 }
+
+/// An HS256 JWT over `claims`, signed as an identity provider sharing
+/// `secret` with the proxy would sign it.
+pub fn hs256_jwt(secret: &str, claims: &serde_json::Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Seconds since the Unix epoch: the clock a JWT's `exp` and `nbf` count in.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// One open stream per caller, with the upstream guard off so that only the
+/// stream cap can refuse a call.
+pub const ONE_STREAM_SLOT: [(&str, &str); 2] = [
+    ("GIGACHAT_PROXY_MAX_STREAMS", "1"),
+    ("GIGACHAT_PROXY_UPSTREAM_CONCURRENCY", "off"),
+];
+
+/// A proxy with [`ONE_STREAM_SLOT`] before an emulator whose chunks are
+/// slow enough that a stream is still open when the next call comes.
+pub async fn setup_with_one_stream_slot() -> Setup {
+    setup_with(
+        |c| c.chunk_delay = Duration::from_millis(300),
+        &ONE_STREAM_SLOT,
+    )
+    .await
+}
+
+/// A proxy in front of `emulator` that signs in with `credentials` (which
+/// the emulator may or may not know), `extra_env` on top.
+pub fn start_proxy_for(
+    emulator: &Emulator,
+    credentials: &str,
+    extra_env: &[(&str, &str)],
+) -> ProxyProcess {
+    let (base, auth) = (emulator.base_url(), emulator.auth_url());
+    let mut env = proxy_env(&base, &auth, credentials);
+    env.extend_from_slice(extra_env);
+    start_proxy(&env)
+}
+
+/// `n` proxy instances in front of `emulator` that share `redis`, as
+/// serverless instances of one deployment would, each with `extra_env`.
+pub fn proxies_sharing_redis(
+    n: usize,
+    emulator: &Emulator,
+    credentials: &str,
+    redis: &RedisServer,
+    extra_env: &[(&str, &str)],
+) -> Vec<ProxyProcess> {
+    let (base, auth, redis_url) = (emulator.base_url(), emulator.auth_url(), redis.url());
+    let mut env = proxy_env(&base, &auth, credentials);
+    env.push(("REDIS_URL", redis_url.as_str()));
+    env.extend_from_slice(extra_env);
+    (0..n).map(|_| start_proxy(&env)).collect()
+}
+
+/// A Python that can import `modules` (as in `import gigachat, pytest`):
+/// `$GIGACHAT_PROXY_PYTHON` when set, else the repo's `.venv`, which
+/// `.ci/setup` makes when it lacks them, so that `cargo test` alone runs
+/// every test on a fresh machine.
+pub fn python_importing(modules: &str) -> std::path::PathBuf {
+    let imports = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", &format!("import {modules}")])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if let Some(python) = std::env::var_os("GIGACHAT_PROXY_PYTHON") {
+        let python = std::path::PathBuf::from(python);
+        assert!(
+            imports(&python),
+            "GIGACHAT_PROXY_PYTHON={} cannot import {modules}: run `bash .ci/setup`",
+            python.display()
+        );
+        return python;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    if !imports(&python) {
+        eprintln!(".venv cannot import {modules} yet; running .ci/setup (needs PyPI)");
+        let status = Command::new("bash")
+            .arg(root.join(".ci/setup"))
+            .current_dir(root)
+            .status()
+            .expect("bash runs .ci/setup");
+        assert!(status.success(), ".ci/setup failed; see its output above");
+    }
+    assert!(
+        imports(&python),
+        "{} still cannot import {modules} after .ci/setup",
+        python.display()
+    );
+    python
+}

@@ -1,5 +1,6 @@
 //! One module per section of the report, in the order `main.rs` runs them
-//! (`--sections` names: throughput, latency, stream, memory, cold, sizes).
+//! (`--sections` names: throughput, latency, stream, memory, cold, sizes,
+//! tenancy).
 //! Each takes the running setup and appends its table and its targets.
 
 pub mod cold_start;
@@ -7,4 +8,5 @@ pub mod latency;
 pub mod memory;
 pub mod sizes;
 pub mod streaming;
+pub mod tenancy;
 pub mod throughput;

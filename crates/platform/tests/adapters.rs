@@ -3,36 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gigachat_emulator::{DEFAULT_CREDENTIALS, Emulator, EmulatorConfig};
 use gigachat_proxy_core::{Config, Platform, Proxy};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-async fn emulator() -> Emulator {
-    Emulator::start(
-        EmulatorConfig::default(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap()
-}
-
-fn proxy_for(emulator: &Emulator, platform: Platform) -> Proxy {
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let config = Config::from_lookup(platform, |name| match name {
-        "GIGACHAT_CREDENTIALS" => Some(DEFAULT_CREDENTIALS.to_owned()),
-        "GIGACHAT_BASE_URL" => Some(base.clone()),
-        "GIGACHAT_AUTH_URL" => Some(auth.clone()),
-        _ => None,
-    })
-    .unwrap();
-    Proxy::new(config)
-}
+use common::{deployed_proxy, emulator};
 
 fn chat_body(stream: bool) -> String {
     json!({"model": "GigaChat", "stream": stream, "messages": [{"role": "user", "content": "hello adapters"}]})
@@ -103,7 +84,7 @@ fn vercel_request(body: String) -> hyper::Request<Full<Bytes>> {
 #[tokio::test]
 async fn vercel_entry_answers_a_chat() {
     let emulator = emulator().await;
-    let mut client = vercel_client(proxy_for(&emulator, Platform::Vercel)).await;
+    let mut client = vercel_client(deployed_proxy(&emulator, Platform::Vercel)).await;
     let response = client
         .send_request(vercel_request(chat_body(false)))
         .await
@@ -123,7 +104,7 @@ async fn vercel_entry_streams_events_as_they_arrive() {
     emulator
         .faults()
         .set_chunk_delay(Duration::from_millis(150));
-    let mut client = vercel_client(proxy_for(&emulator, Platform::Vercel)).await;
+    let mut client = vercel_client(deployed_proxy(&emulator, Platform::Vercel)).await;
     let started = Instant::now();
     let response = client
         .send_request(vercel_request(chat_body(true)))
@@ -173,7 +154,7 @@ const APIGW_V2: &str = include_str!("fixtures/apigw_v2_proxy_request.json");
 #[tokio::test]
 async fn lambda_entry_answers_a_chat_from_function_url_and_http_api_events() {
     let emulator = emulator().await;
-    let proxy = proxy_for(&emulator, Platform::Lambda);
+    let proxy = deployed_proxy(&emulator, Platform::Lambda);
     for fixture in [FUNCTION_URL, APIGW_V2] {
         let request = lambda_event(
             fixture,
@@ -196,7 +177,7 @@ async fn lambda_entry_answers_a_chat_from_function_url_and_http_api_events() {
 #[tokio::test]
 async fn lambda_entry_strips_a_non_default_stage_from_the_path() {
     let emulator = emulator().await;
-    let proxy = proxy_for(&emulator, Platform::Lambda);
+    let proxy = deployed_proxy(&emulator, Platform::Lambda);
     let mut event: Value = serde_json::from_str(include_str!(
         "fixtures/apigw_v2_proxy_request_with_stage_in_path.json"
     ))
@@ -221,7 +202,7 @@ async fn lambda_entry_streams_events_as_they_arrive() {
     emulator
         .faults()
         .set_chunk_delay(Duration::from_millis(150));
-    let proxy = proxy_for(&emulator, Platform::Lambda);
+    let proxy = deployed_proxy(&emulator, Platform::Lambda);
     let request = lambda_event(
         FUNCTION_URL,
         "/api/gigachat-api/chat/completions",
@@ -257,7 +238,7 @@ async fn lambda_entry_streams_events_as_they_arrive() {
 async fn lambda_buffered_mode_turns_the_response_into_an_api_gateway_answer() {
     use lambda_http::IntoResponse as _;
     let emulator = emulator().await;
-    let proxy = proxy_for(&emulator, Platform::Lambda);
+    let proxy = deployed_proxy(&emulator, Platform::Lambda);
     let request = lambda_event(
         APIGW_V2,
         "/api/gigachat-api/chat/completions",
@@ -305,13 +286,13 @@ async fn the_lambda_streaming_switch_reads_both_spellings_and_refuses_typos() {
         (Some("off"), false),
         (Some("No"), false),
     ] {
-        let proxy = proxy_for(&emulator, Platform::Lambda);
+        let proxy = deployed_proxy(&emulator, Platform::Lambda);
         let (mode, proxy) = with_streaming_switch(proxy, switch.map(OsStr::new));
         assert_eq!(mode, streaming, "{switch:?}");
         let (status, _) = answer(proxy).await;
         assert_eq!(status, 200, "{switch:?} leaves the configuration valid");
     }
-    let proxy = proxy_for(&emulator, Platform::Lambda);
+    let proxy = deployed_proxy(&emulator, Platform::Lambda);
     let (mode, proxy) = with_streaming_switch(proxy, Some(OsStr::new("flase")));
     assert!(mode, "served in the documented default mode");
     let (status, body) = answer(proxy).await;

@@ -5,34 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
+mod common;
 
 use bytes::Bytes;
-use gigachat_emulator::{DEFAULT_CREDENTIALS, Emulator, EmulatorConfig};
-use gigachat_proxy_core::{Config, Platform, Proxy};
+use gigachat_emulator::Emulator;
+use gigachat_proxy_core::{Platform, Proxy};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
-async fn emulator() -> Emulator {
-    Emulator::start(
-        EmulatorConfig::default(),
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    )
-    .await
-    .unwrap()
-}
-
-fn deployed_proxy(emulator: &Emulator, platform: Platform) -> Proxy {
-    let (base, auth) = (emulator.base_url(), emulator.auth_url());
-    let config = Config::from_lookup(platform, |name| match name {
-        "GIGACHAT_CREDENTIALS" => Some(DEFAULT_CREDENTIALS.to_owned()),
-        "GIGACHAT_BASE_URL" => Some(base.clone()),
-        "GIGACHAT_AUTH_URL" => Some(auth.clone()),
-        _ => None,
-    })
-    .unwrap();
-    Proxy::new(config)
-}
+use common::{deployed_proxy, emulator};
 
 async fn call(proxy: &Proxy, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let request = hyper::Request::builder()

@@ -73,6 +73,7 @@ impl ApiKeys {
             ),
             anonymous: false,
             token_budget: None,
+            operator: false,
         })
     }
 }

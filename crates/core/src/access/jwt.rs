@@ -49,6 +49,10 @@ pub struct JwtConfig {
     /// The claim that carries a user's own token budget
     /// (`GIGACHAT_PROXY_TOKEN_BUDGET_CLAIM`), for sites with tiers.
     pub budget_claim: Option<String>,
+    /// A scope (in `scope` or `scp`) that makes the token's holder an
+    /// operator (`GIGACHAT_PROXY_ADMIN_SCOPE`), for sites whose identity
+    /// provider already grants admin rights.
+    pub admin_scope: Option<String>,
 }
 
 impl JwtConfig {
@@ -84,6 +88,10 @@ impl JwtConfig {
                 .map(|s| s.trim().to_owned()),
             budget_claim: env
                 .get("GIGACHAT_PROXY_TOKEN_BUDGET_CLAIM")
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+            admin_scope: env
+                .get(crate::tenancy::ownership::VAR_ADMIN_SCOPE)
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty()),
         }))
@@ -201,6 +209,7 @@ pub struct JwtVerifier {
     audience: Option<String>,
     required_scope: Option<String>,
     budget_claim: Option<String>,
+    admin_scope: Option<String>,
 }
 
 impl JwtVerifier {
@@ -230,6 +239,7 @@ impl JwtVerifier {
             audience: config.audience.clone(),
             required_scope: config.required_scope.clone(),
             budget_claim: config.budget_claim.clone(),
+            admin_scope: config.admin_scope.clone(),
         })
     }
 
@@ -297,6 +307,10 @@ impl JwtVerifier {
             key: format!("sub:{subject}"),
             anonymous: false,
             token_budget,
+            operator: self
+                .admin_scope
+                .as_deref()
+                .is_some_and(|scope| claims.has_scope(scope)),
         })
     }
 

@@ -40,6 +40,11 @@ pub struct Identity {
     /// claim `GIGACHAT_PROXY_TOKEN_BUDGET_CLAIM`, carried on by the sessions
     /// that JWT mints; `None`: the configured budget applies.
     pub token_budget: Option<u64>,
+    /// True when the caller's JWT carries `GIGACHAT_PROXY_ADMIN_SCOPE`: an
+    /// operator by the identity provider's word, as `sub:` entries of
+    /// `GIGACHAT_PROXY_ADMIN_KEYS` are by the proxy's configuration. Not
+    /// carried into sessions, so a page holding a session never gains it.
+    pub operator: bool,
 }
 
 impl Identity {
@@ -48,6 +53,7 @@ impl Identity {
             key: ip.map_or_else(|| "ip:unknown".to_owned(), |ip| format!("ip:{ip}")),
             anonymous: true,
             token_budget: None,
+            operator: false,
         }
     }
 }
@@ -312,6 +318,7 @@ impl Access {
                     key: session.subject,
                     anonymous: false,
                     token_budget: session.token_budget,
+                    operator: false,
                 });
             }
             Err(Error::SessionExpired) => return Err(Error::SessionExpired),

@@ -110,6 +110,15 @@ impl BudgetConfig {
         }
     }
 
+    /// A budget as its variable spells it (`200000/d`), `off` when unset:
+    /// for the health document, which shows configuration, never spend.
+    pub(crate) fn describe(budget: Option<TokenBudget>) -> String {
+        budget.map_or_else(
+            || "off".to_owned(),
+            |b| format!("{}/{}", b.tokens, b.window.short()),
+        )
+    }
+
     /// The variable that sets the budget a caller meets, for hints.
     pub(crate) fn variable(anonymous: bool) -> &'static str {
         if anonymous {
@@ -486,6 +495,15 @@ mod tests {
 
     fn at(year: u64, month: u64, day: u64, h: u64, m: u64, s: u64) -> u64 {
         days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s
+    }
+
+    #[test]
+    fn a_budget_is_described_as_its_variable_spells_it() {
+        assert_eq!(BudgetConfig::describe(None), "off");
+        for text in ["200000/d", "5/h", "70/w", "9/mo"] {
+            let budget = TokenBudget::parse(text).unwrap();
+            assert_eq!(BudgetConfig::describe(Some(budget)), text);
+        }
     }
 
     #[test]

@@ -95,6 +95,16 @@ impl Window {
         }
     }
 
+    /// The window as the budget variables spell it (`h`, `d`, `w`, `mo`).
+    pub(crate) fn short(self) -> &'static str {
+        match self {
+            Window::Hour => "h",
+            Window::Day => "d",
+            Window::Week => "w",
+            Window::Month => "mo",
+        }
+    }
+
     /// The window containing `now` (Unix seconds): `[start, end)`.
     pub(crate) fn bounds(self, now: u64) -> (u64, u64) {
         const DAY: u64 = 86_400;
@@ -241,6 +251,7 @@ impl BudgetInfo {
 
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({
+            "enabled": true,
             "limit": self.limit,
             "used": self.used,
             "reserved": self.reserved,

@@ -131,6 +131,16 @@ impl Limiter {
     }
 
     /// `"redis"` when a Redis is configured, else `"memory"` (for health).
+    /// The configured budgets, identified then anonymous, as the health
+    /// document shows them (`200000/d` or `off`).
+    pub(crate) fn budgets_described(&self) -> (String, String) {
+        let budgets = &self.inner.budgets;
+        (
+            budget::BudgetConfig::describe(budgets.identified),
+            budget::BudgetConfig::describe(budgets.anonymous),
+        )
+    }
+
     pub fn backend(&self) -> &'static str {
         if self.inner.redis.is_some() {
             "redis"

@@ -89,10 +89,8 @@ where
     let Admitted { identity, limits } = admit(ready, &request, Purpose::Call, log).await?;
     // What this deployment exposes to a public page; the operator's
     // identities may call anything.
-    ready
-        .config
-        .policy
-        .admit_endpoint(endpoint, ready.ownership.is_operator(&identity.key))?;
+    let operator = ready.ownership.is_operator(&identity);
+    ready.config.policy.admit_endpoint(endpoint, operator)?;
     let max_tokens_at = MaxTokensAt::of(endpoint, request.method(), client_path);
 
     let (parts, ()) = request.into_parts();
@@ -121,6 +119,7 @@ where
     // call is refused, before anything reaches GigaChat or the cache.
     let checked = ready.ownership.check_request(
         &identity.key,
+        operator,
         endpoint,
         parts
             .uri

@@ -33,10 +33,12 @@ pub(crate) async fn handle<B>(
             info.apply(response.headers_mut());
             response
         }
-        // No budget applies to this caller: a UI hides its meter.
+        // No budget applies to this caller: a UI hides its meter. The
+        // fields stay (null) so a client reading `limit` needs no branch;
+        // `enabled` says it outright.
         None => json_response(
             StatusCode::OK,
-            &json!({"limit": null, "used": null, "reserved": null, "remaining": null, "reset": null}),
+            &json!({"enabled": false, "limit": null, "used": null, "reserved": null, "remaining": null, "reset": null}),
         ),
     };
     response.headers_mut().insert(

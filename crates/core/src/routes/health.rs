@@ -20,6 +20,7 @@ pub(crate) async fn handle<B>(
     }
     let ready = proxy.ready()?;
     let config = &ready.config;
+    let (budget, budget_anonymous) = ready.limiter.budgets_described();
     let mut body = json!({
         "status": "ok",
         "config": "valid",
@@ -32,6 +33,9 @@ pub(crate) async fn handle<B>(
         },
         "limits": ready.limiter.backend(),
         "cache": ready.cache.backend(),
+        "ownership": if ready.ownership.enabled() { "on" } else { "off" },
+        "budget": budget,
+        "budget_anonymous": budget_anonymous,
         "version": env!("CARGO_PKG_VERSION"),
     });
     if !wants_deep(request.uri().query()) {

@@ -31,7 +31,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::access::api_keys::ApiKeys;
-use crate::access::{AccessConfig, AuthMode};
+use crate::access::{AccessConfig, AuthMode, Identity};
 use crate::body::ProxyBody;
 use crate::config::env::{ConfigError, Env, Platform};
 use crate::endpoint::{Endpoint, split_version};
@@ -54,6 +54,7 @@ const MAX_OBJECTS_PER_IDENTITY: usize = 10_000;
 
 pub(crate) const VAR_OWNERSHIP: &str = "GIGACHAT_PROXY_OWNERSHIP";
 pub(crate) const VAR_ADMIN_KEYS: &str = "GIGACHAT_PROXY_ADMIN_KEYS";
+pub(crate) const VAR_ADMIN_SCOPE: &str = "GIGACHAT_PROXY_ADMIN_SCOPE";
 
 #[derive(Debug, Clone)]
 pub(crate) struct OwnershipConfig {
@@ -163,9 +164,16 @@ impl Ownership {
         }
     }
 
-    /// Whether an identity may make the operator-only calls.
-    pub(crate) fn is_operator(&self, identity: &str) -> bool {
-        self.admins.contains(identity)
+    /// Whether callers are kept apart (for the health document).
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether an identity may make the operator-only calls: listed in
+    /// `GIGACHAT_PROXY_ADMIN_KEYS`, or holding a JWT with
+    /// `GIGACHAT_PROXY_ADMIN_SCOPE`.
+    pub(crate) fn is_operator(&self, identity: &Identity) -> bool {
+        identity.operator || self.admins.contains(&identity.key)
     }
 
     /// Checks a call before it is forwarded: opens the sealed ids it uses
@@ -174,11 +182,12 @@ impl Ownership {
     pub(crate) fn check_request(
         &self,
         identity: &str,
+        operator: bool,
         endpoint: Endpoint,
         client_path: &str,
         body: &Bytes,
     ) -> Result<Checked, Error> {
-        if !self.enabled || self.is_operator(identity) {
+        if !self.enabled || operator {
             return Ok(Checked::pass());
         }
         let answer = match endpoint {
@@ -819,6 +828,20 @@ mod tests {
         )
     }
 
+    #[test]
+    fn operators_are_listed_keys_or_holders_of_the_admin_scope() {
+        let own = ownership();
+        let who = |key: &str, operator: bool| Identity {
+            key: key.into(),
+            anonymous: false,
+            token_budget: None,
+            operator,
+        };
+        assert!(own.is_operator(&who("sub:root", false)));
+        assert!(own.is_operator(&who(ALICE, true)));
+        assert!(!own.is_operator(&who(ALICE, false)));
+    }
+
     /// An answer rewritten and its records kept, as `seal_answer` does
     /// without Redis.
     fn rewrite(own: &Ownership, identity: &str, rewrite: AnswerRewrite, answer: &[u8]) -> Value {
@@ -940,21 +963,23 @@ mod tests {
                 http::Method::GET
             };
             let endpoint = Endpoint::classify(&method, &path, crate::endpoint::ApiVersion::V1);
-            let checked = own.check_request(ALICE, endpoint, &path, &body).unwrap();
+            let checked = own
+                .check_request(ALICE, false, endpoint, &path, &body)
+                .unwrap();
             assert_eq!(checked.path.as_deref(), Some(expected.as_str()));
             assert!(matches!(
-                own.check_request(BOB, endpoint, &path, &body),
+                own.check_request(BOB, false, endpoint, &path, &body),
                 Err(Error::ObjectNotFound("File"))
             ));
         }
         let raw = format!("files/{ID}");
         assert!(matches!(
-            own.check_request(ALICE, Endpoint::FileInfo, &raw, &body),
+            own.check_request(ALICE, false, Endpoint::FileInfo, &raw, &body),
             Err(Error::ObjectNotFound("File"))
         ));
         // The operator passes unchanged.
         let checked = own
-            .check_request("sub:root", Endpoint::FileInfo, &raw, &body)
+            .check_request("sub:root", true, Endpoint::FileInfo, &raw, &body)
             .unwrap();
         assert!(checked.path.is_none());
     }
@@ -968,14 +993,14 @@ mod tests {
                 .to_string(),
         );
         let opened = own
-            .check_request(ALICE, Endpoint::Chat, "chat/completions", &v1)
+            .check_request(ALICE, false, Endpoint::Chat, "chat/completions", &v1)
             .unwrap()
             .body
             .unwrap();
         let opened: Value = serde_json::from_slice(&opened).unwrap();
         assert_eq!(opened["messages"][0]["attachments"][0], ID);
         assert!(matches!(
-            own.check_request(BOB, Endpoint::Chat, "chat/completions", &v1),
+            own.check_request(BOB, false, Endpoint::Chat, "chat/completions", &v1),
             Err(Error::ObjectNotFound("File"))
         ));
         let v2 = Bytes::from(
@@ -983,14 +1008,14 @@ mod tests {
                 .to_string(),
         );
         let opened = own
-            .check_request(ALICE, Endpoint::ChatV2, "v2/chat/completions", &v2)
+            .check_request(ALICE, false, Endpoint::ChatV2, "v2/chat/completions", &v2)
             .unwrap()
             .body
             .unwrap();
         let opened: Value = serde_json::from_slice(&opened).unwrap();
         assert_eq!(opened["messages"][0]["content"][1]["files"][0]["id"], ID);
         assert!(
-            own.check_request(BOB, Endpoint::ChatV2, "v2/chat/completions", &v2)
+            own.check_request(BOB, false, Endpoint::ChatV2, "v2/chat/completions", &v2)
                 .is_err()
         );
         // A duplicated key is read once, the last one, and sent that way.
@@ -998,8 +1023,14 @@ mod tests {
             r#"{{"messages":[{{"role":"user","content":"x","attachments":["{sealed}"],"attachments":["{ID}"]}}]}}"#
         ));
         assert!(
-            own.check_request(ALICE, Endpoint::Chat, "chat/completions", &duplicated)
-                .is_err()
+            own.check_request(
+                ALICE,
+                false,
+                Endpoint::Chat,
+                "chat/completions",
+                &duplicated
+            )
+            .is_err()
         );
         // Threads: a sealed one opens for its owner only.
         let thread = own.seal(ALICE, "thread-1");
@@ -1007,7 +1038,13 @@ mod tests {
             r#"{{"storage":{{"thread_id":"{thread}"}},"messages":[]}}"#
         ));
         let opened = own
-            .check_request(ALICE, Endpoint::ChatV2, "v2/chat/completions", &continued)
+            .check_request(
+                ALICE,
+                false,
+                Endpoint::ChatV2,
+                "v2/chat/completions",
+                &continued,
+            )
             .unwrap()
             .body
             .unwrap();
@@ -1019,7 +1056,13 @@ mod tests {
             Bytes::from_static(br#"{"storage":{"thread_id":7},"messages":[]}"#),
         ] {
             assert!(matches!(
-                own.check_request(BOB, Endpoint::ChatV2, "v2/chat/completions", &foreign),
+                own.check_request(
+                    BOB,
+                    false,
+                    Endpoint::ChatV2,
+                    "v2/chat/completions",
+                    &foreign
+                ),
                 Err(Error::ObjectNotFound("Thread"))
             ));
         }
@@ -1030,6 +1073,7 @@ mod tests {
             assert!(matches!(
                 own.check_request(
                     ALICE,
+                    false,
                     Endpoint::ChatV2,
                     "v2/chat/completions",
                     &Bytes::from_static(refused)
@@ -1040,6 +1084,7 @@ mod tests {
         assert!(matches!(
             own.check_request(
                 ALICE,
+                false,
                 Endpoint::Chat,
                 "chat/completions",
                 &Bytes::from_static(b"{bad")

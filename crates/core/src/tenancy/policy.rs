@@ -444,7 +444,7 @@ impl Refusal {
     pub(crate) fn hint(&self) -> String {
         match self {
             Refusal::EndpointNotAllowed { endpoint } => format!(
-                "Operators may call it with a key named in GIGACHAT_PROXY_ADMIN_KEYS; to expose it to every caller, add `{endpoint}` to {ENDPOINTS} (or set it to `all`) and redeploy."
+                "Operators may call it with a key named in GIGACHAT_PROXY_ADMIN_KEYS (or a JWT with GIGACHAT_PROXY_ADMIN_SCOPE); to expose it to every caller, add `{endpoint}` to {ENDPOINTS} (or set it to `all`) and redeploy."
             ),
             Refusal::ModelNotAllowed { allowed } => format!(
                 "Send \"model\" with one of: {allowed}. The operator can change the list in {ALLOWED_MODELS}."
