@@ -130,6 +130,24 @@ pub enum Error {
     #[error("{0}")]
     Policy(crate::tenancy::policy::Refusal),
 
+    /// A request in an API dialect the proxy translates (OpenAI) that the
+    /// translation cannot carry to GigaChat: a missing field, a parameter
+    /// GigaChat has no equivalent for, a remote image URL.
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        /// The request field at fault (`messages[2].content`), when one is.
+        param: Option<String>,
+        /// A stable name: `invalid_request`, `unsupported_parameter`, …
+        code: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+
+    /// An attachment of a kind GigaChat does not read.
+    #[error("{message}")]
+    UnsupportedMedia { message: String },
+
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -164,7 +182,10 @@ impl Error {
             Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::InvalidPath(_) | Error::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Error::InvalidPath(_) | Error::BodyUnreadable | Error::InvalidRequest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::UnsupportedMedia { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::SessionExpired | Error::SessionInvalid => StatusCode::UNAUTHORIZED,
@@ -221,6 +242,8 @@ impl Error {
             Error::UpstreamUnreachable { .. } => "upstream_unreachable",
             Error::UpstreamTimeout { .. } => "upstream_timeout",
             Error::Internal(_) => "internal",
+            Error::InvalidRequest { code, .. } => code,
+            Error::UnsupportedMedia { .. } => "unsupported_media_type",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
             Error::Policy(refusal) => refusal.code(),
@@ -263,6 +286,8 @@ impl Error {
             Error::UpstreamUnreachable { .. } => "Check GIGACHAT_BASE_URL / GIGACHAT_AUTH_URL and the network path from this deployment to GigaChat, then retry. A corporate key may need a client certificate (GIGACHAT_CERT_FILE, GIGACHAT_KEY_FILE).".into(),
             Error::UpstreamTimeout { .. } => "Retry later, or raise GIGACHAT_TIMEOUT (seconds).".into(),
             Error::Internal(_) => "Retry; if it persists, report it with the request id.".into(),
+            Error::InvalidRequest { hint, .. } => (*hint).into(),
+            Error::UnsupportedMedia { .. } => "GigaChat reads images (jpeg, png, tiff, bmp), documents (txt, doc, docx, pdf, epub, ppt, pptx) and audio (mp3, mp4, m4a, wav, weba, ogg, opus); convert the file to one of those.".into(),
             Error::Unauthenticated(_) => "Send `Authorization: Bearer <API key, JWT or /api/gigachat-oauth token>` or `X-API-Key: <key>`.".into(),
             Error::Forbidden(_) => "This identity is valid but not allowed to use the proxy; ask the site's administrators for access.".into(),
             Error::JwksUnavailable { retry_after_secs } => format!("Retry in {retry_after_secs} s (Retry-After). The operator should check that GIGACHAT_PROXY_JWKS_URL is the identity provider's JWKS URL and that the provider answers it; the proxy logs why the last fetch failed."),
@@ -280,16 +305,39 @@ impl Error {
         }
     }
 
-    /// The single mapping from an error to what the client sees.
+    /// The single mapping from an error to what the client sees, in
+    /// GigaChat's error shape.
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        self.into_response_in(Dialect::GigaChat, request_id)
+    }
+
+    /// The same answer in the error shape of the API dialect the client
+    /// speaks: OpenAI's clients read `error.message` and `error.type` and
+    /// nothing else, GigaChat's read `status` and `message`.
+    pub(crate) fn into_response_in(self, dialect: Dialect, request_id: &str) -> Response<ProxyBody> {
         let status = self.status();
-        let body = json!({
-            "status": status.as_u16(),
-            "message": self.to_string(),
-            "code": self.code(),
-            "hint": self.hint(),
-            "request_id": request_id,
-        });
+        let body = match dialect {
+            Dialect::GigaChat => json!({
+                "status": status.as_u16(),
+                "message": self.to_string(),
+                "code": self.code(),
+                "hint": self.hint(),
+                "request_id": request_id,
+            }),
+            Dialect::OpenAi => json!({
+                "error": {
+                    "message": self.to_string(),
+                    "type": openai_error_type(status),
+                    "param": match &self {
+                        Error::InvalidRequest { param, .. } => param.as_deref(),
+                        _ => None,
+                    },
+                    "code": self.code(),
+                    "hint": self.hint(),
+                    "request_id": request_id,
+                }
+            }),
+        };
         let mut response = json_response(status, &body);
         match &self {
             Error::MethodNotAllowed { allowed } => {
@@ -328,7 +376,55 @@ impl Error {
             }
             _ => {}
         }
+        // The OpenAI SDKs retry 408, 409, 429 and 5xx on their own unless
+        // told not to; a spent budget or a broken deployment does not heal
+        // in the seconds their backoff waits.
+        if dialect == Dialect::OpenAi && !self.may_heal_soon() {
+            response
+                .headers_mut()
+                .insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
         response
+    }
+
+    /// Whether sending the same request again shortly may succeed.
+    fn may_heal_soon(&self) -> bool {
+        matches!(
+            self,
+            Error::BodyUnreadable
+                | Error::BodyTimeout { .. }
+                | Error::UpstreamAuthRateLimited
+                | Error::UpstreamAuthFailed { .. }
+                | Error::UpstreamUnreachable { .. }
+                | Error::UpstreamTimeout { .. }
+                | Error::JwksUnavailable { .. }
+                | Error::RateLimited(_)
+                | Error::TooManyStreams { .. }
+                | Error::UpstreamBusy { .. }
+                | Error::LimiterUnavailable
+                | Error::Internal(_)
+        )
+    }
+}
+
+const SHOULD_RETRY: http::HeaderName = http::HeaderName::from_static("x-should-retry");
+
+/// The error shape a route answers in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Dialect {
+    GigaChat,
+    OpenAi,
+}
+
+/// OpenAI's `error.type` for a status, the one field its clients branch on.
+pub(crate) fn openai_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_denied_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        500..=599 => "server_error",
+        _ => "invalid_request_error",
     }
 }
 

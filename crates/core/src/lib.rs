@@ -22,6 +22,7 @@ mod jitter;
 mod limits;
 mod metrics;
 mod observe;
+mod openai;
 mod path;
 mod redis;
 mod routes;

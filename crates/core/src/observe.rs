@@ -21,7 +21,7 @@ use crate::cache::CacheOutcome;
 use crate::endpoint::Endpoint;
 use crate::limits::{Guards, RateLimitOutcome};
 use crate::upstream::sse::SseScanner;
-use crate::usage::{Usage, usage_in};
+use crate::usage::{Usage, UsageCell, usage_in};
 
 /// Keeps the identity in logs linkable across requests without recording
 /// who it is (an API key id, a user id, an IP address): 12 hex digits of
@@ -176,16 +176,26 @@ pub struct TrackedBody {
     /// Body bytes passed to the client, counted only while a token budget
     /// needs them (what a broken stream is charged).
     sent_bytes: Option<u64>,
+    /// Where a translating body leaves GigaChat's usage (then the chunks
+    /// passing here are not scanned).
+    usage_cell: Option<UsageCell>,
 }
 
 impl TrackedBody {
-    pub(crate) fn new(inner: ProxyBody, log: RequestLog, sse: bool, guards: Guards) -> Self {
+    pub(crate) fn new(
+        inner: ProxyBody,
+        log: RequestLog,
+        sse: bool,
+        guards: Guards,
+        usage_cell: Option<UsageCell>,
+    ) -> Self {
         Self {
             inner,
             log,
-            sse: sse.then(SseScanner::new),
+            sse: (sse && usage_cell.is_none()).then(SseScanner::new),
             sent_bytes: guards.has_budget().then_some(0),
             guards,
+            usage_cell,
         }
     }
 }
@@ -194,6 +204,9 @@ impl Drop for TrackedBody {
     /// Settles the token budget with how the answer ended (before the
     /// fields, and so the log line, are dropped).
     fn drop(&mut self) {
+        if let Some(usage) = self.usage_cell.as_ref().and_then(UsageCell::get) {
+            self.log.usage = Some(usage);
+        }
         let finish = crate::limits::budget::Finish {
             status: self.log.status,
             usage: self.log.usage,

@@ -19,6 +19,24 @@ struct WithUsage {
     usage: Option<Usage>,
 }
 
+/// Where a body that rewrites a stream (an API dialect the proxy
+/// translates) leaves the usage it read from GigaChat's chunks, for the
+/// access line and the token budget: the chunks the client gets may carry
+/// it in another shape, or nested, or not at all.
+#[derive(Clone, Default, Debug)]
+pub struct UsageCell(std::sync::Arc<std::sync::OnceLock<Usage>>);
+
+impl UsageCell {
+    /// Keeps the first usage seen; GigaChat reports it once per answer.
+    pub fn set(&self, usage: Usage) {
+        let _ = self.0.set(usage);
+    }
+
+    pub fn get(&self) -> Option<Usage> {
+        self.0.get().copied()
+    }
+}
+
 /// Reads `usage` out of a JSON document (a chat answer or one stream chunk).
 pub fn usage_in(json: &[u8]) -> Option<Usage> {
     serde_json::from_slice::<WithUsage>(json).ok()?.usage

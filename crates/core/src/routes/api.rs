@@ -214,6 +214,7 @@ where
         response,
         sse,
         guards,
+        usage: None,
     })
 }
 

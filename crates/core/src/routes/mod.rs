@@ -156,7 +156,7 @@ where
         .is_some_and(|c| c.platform == crate::config::Platform::Lambda);
     log.status = parts.status.as_u16();
     log.stream = answer.sse;
-    let body = TrackedBody::new(response_body, log, answer.sse, answer.guards);
+    let body = TrackedBody::new(response_body, log, answer.sse, answer.guards, answer.usage);
     Response::from_parts(parts, body.boxed())
 }
 
@@ -166,6 +166,9 @@ pub(crate) struct Answer {
     pub sse: bool,
     /// The limit slots the request holds until its body ends.
     pub guards: Guards,
+    /// Set when the body rewrites GigaChat's stream into another dialect:
+    /// the usage is read there, not from the chunks the client gets.
+    pub usage: Option<crate::usage::UsageCell>,
 }
 
 impl From<Response<ProxyBody>> for Answer {
@@ -174,6 +177,7 @@ impl From<Response<ProxyBody>> for Answer {
             response,
             sse: false,
             guards: Guards::default(),
+            usage: None,
         }
     }
 }
