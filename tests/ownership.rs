@@ -248,7 +248,8 @@ async fn unattributable_calls_are_the_operators() {
         (Method::GET, "balance"),
         (Method::POST, "threads"),
         (Method::POST, "assistants"),
-        (Method::GET, "batches"),
+        (Method::GET, "batches/anything"),
+        (Method::DELETE, "batches"),
         (Method::POST, "ai/check"),
     ] {
         let (status, error) = call(&s, BOB, method.clone(), path, Some(json!({}))).await;
@@ -475,6 +476,161 @@ async fn a_jwt_with_the_admin_scope_is_an_operator_and_one_without_is_not() {
             .as_str()
             .unwrap()
             .contains("GIGACHAT_PROXY_ADMIN_SCOPE"),
+        "{error}"
+    );
+}
+
+async fn post_batch(s: &Setup, key: &str, method: &str, lines: &[Value]) -> (u16, Value) {
+    let body: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    let response = s
+        .http
+        .post(
+            s.proxy
+                .url(&format!("/api/gigachat-api/batches?method={method}")),
+        )
+        .bearer_auth(key)
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn batch_line(key: &str, attachments: &[&str]) -> Value {
+    json!({"key": key, "request": {
+        "model": "GigaChat",
+        "messages": [{"role": "user", "content": "Summarise", "attachments": attachments}],
+    }})
+}
+
+async fn listed_batches(s: &Setup, key: &str) -> Vec<Value> {
+    let (status, list) = call(s, key, Method::GET, "batches", None).await;
+    assert_eq!(status, 200, "{list}");
+    list["batches"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn batches_and_their_results_are_their_owners_alone() {
+    let s = two_users().await;
+    let file = upload(&s, ALICE, b"alice's report").await;
+    let file = file["id"].as_str().unwrap().to_owned();
+    let (status, created) = post_batch(
+        &s,
+        ALICE,
+        "chat_completions",
+        &[batch_line("1", &[&file]), batch_line("2", &[])],
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["status"], "created");
+    assert_eq!(created["request_counts"]["total"], 2);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (raw, _) = id
+        .rsplit_once('~')
+        .expect("the batch id handed out is sealed");
+
+    // The owner asks for it by its id, lists it, and downloads its results;
+    // no line failed, so the sealed attachment reached GigaChat opened.
+    let (status, found) = call(
+        &s,
+        ALICE,
+        Method::GET,
+        &format!("batches?batch_id={id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    let batch = &found["batches"][0];
+    assert_eq!(batch["id"].as_str(), Some(id.as_str()), "{found}");
+    assert_eq!(batch["request_counts"]["failed"], 0, "{found}");
+    let output = batch["output_file_id"].as_str().unwrap().to_owned();
+    assert!(output.contains('~'), "{found}");
+    let listed = listed_batches(&s, ALICE).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"].as_str(), Some(id.as_str()));
+    let results = download(&s, ALICE, &output).await;
+    assert_eq!(results.status(), 200);
+    let results = results.text().await.unwrap();
+    assert_eq!(results.lines().count(), 2, "{results}");
+    assert!(listed_ids(&s, ALICE).await.contains(&output));
+
+    // The other user: the batch, its results and the file are not found,
+    // exactly like ids that do not exist.
+    let (status, unknown) = call(
+        &s,
+        BOB,
+        Method::GET,
+        "batches?batch_id=no-such-batch~000000000000000000000000",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let unknown = shape(unknown);
+    for asked in [id.as_str(), raw] {
+        let (status, error) = call(
+            &s,
+            BOB,
+            Method::GET,
+            &format!("batches?batch_id={asked}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{error}");
+        assert_eq!(shape(error), unknown);
+    }
+    let (output_raw, _) = output.rsplit_once('~').unwrap();
+    for results in [output.as_str(), output_raw] {
+        assert_eq!(download(&s, BOB, results).await.status(), 404);
+    }
+    assert!(listed_batches(&s, BOB).await.is_empty());
+    let (raw_file, _) = file.rsplit_once('~').unwrap();
+    for named in [file.as_str(), raw_file] {
+        let (status, error) =
+            post_batch(&s, BOB, "chat_completions", &[batch_line("1", &[named])]).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (404, Some("object_not_found")),
+            "{error}"
+        );
+    }
+    // Bob's own batch is his alone.
+    let (status, bobs) = post_batch(
+        &s,
+        BOB,
+        "embedder",
+        &[json!({"request": {"model": "Embeddings", "input": ["x"]}})],
+    )
+    .await;
+    assert_eq!(status, 200, "{bobs}");
+    let bobs_list = listed_batches(&s, BOB).await;
+    assert_eq!(bobs_list.len(), 1);
+    assert_eq!(bobs_list[0]["id"], bobs["id"]);
+    assert_eq!(listed_batches(&s, ALICE).await.len(), 1);
+
+    // The operator sees every batch under GigaChat's ids.
+    let everyone = listed_batches(&s, OPERATOR).await;
+    assert_eq!(everyone.len(), 2);
+    assert!(everyone.iter().any(|batch| batch["id"] == raw));
+
+    // A body the proxy cannot check line by line is refused, and says why.
+    let response = s
+        .http
+        .post(
+            s.proxy
+                .url("/api/gigachat-api/batches?method=chat_completions"),
+        )
+        .bearer_auth(ALICE)
+        .body("{\"key\":\"1\"}\nnot json\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "batch_not_jsonl", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("line 2"),
         "{error}"
     );
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 
 use crate::args::Args;
-use crate::client::{self, Target};
+use crate::client::{self, Dialect, Target};
 use crate::procs::{self, Nginx, Proc};
 
 /// The one user message of every row (15 words: the emulator echoes it as
@@ -20,12 +20,29 @@ const PROMPT: &str =
 
 pub const API_PATH: &str = "/api/gigachat-api/chat/completions";
 const DIRECT_PATH: &str = "/api/v1/chat/completions";
+/// The proxy's OpenAI dialect of the same call.
+const OPENAI_PATH: &str = "/api/gigachat-openai/v1/chat/completions";
+/// The proxy's `useChat` route (AI SDK UI message stream).
+const UI_CHAT_PATH: &str = "/api/gigachat-chat";
 
 /// The three ways a chat call reaches the emulator.
 pub struct Targets {
     pub direct: Target,
     pub nginx: Target,
     pub proxy: Target,
+}
+
+/// One translated route: where it is, what it is sent (the native
+/// payload's meaning in the route's own request dialect), and how its
+/// stream carries text.
+pub struct Translated {
+    pub target: Target,
+    /// `None` for a route that has no non-streaming form (`useChat`).
+    pub body: Option<Bytes>,
+    /// `body` as a file, for wrk's script.
+    pub body_file: Option<PathBuf>,
+    pub stream_body: Bytes,
+    pub dialect: Dialect,
 }
 
 /// The running setup every section reads.
@@ -41,6 +58,10 @@ pub struct Bench {
     pub stream_body: Bytes,
     /// `body` as a file, for wrk's script.
     pub body_file: PathBuf,
+    /// The OpenAI route (`/api/gigachat-openai/v1/chat/completions`).
+    pub openai: Translated,
+    /// The `useChat` route (`/api/gigachat-chat`), stream only.
+    pub ui_chat: Translated,
     pub warm: Duration,
     pub measure: Duration,
 }
@@ -103,6 +124,31 @@ impl Bench {
                 auth: None,
             },
         };
+        let openai_json = openai_body(false);
+        let openai_body_file = args.work_dir.join("openai-body.json");
+        std::fs::write(&openai_body_file, &openai_json)?;
+        let openai = Translated {
+            target: Target {
+                addr: proxy.addr,
+                path: OPENAI_PATH.to_owned(),
+                auth: None,
+            },
+            body: Some(openai_json),
+            body_file: Some(openai_body_file),
+            stream_body: openai_body(true),
+            dialect: Dialect::OpenAi,
+        };
+        let ui_chat = Translated {
+            target: Target {
+                addr: proxy.addr,
+                path: UI_CHAT_PATH.to_owned(),
+                auth: None,
+            },
+            body: None,
+            body_file: None,
+            stream_body: ui_chat_body(),
+            dialect: Dialect::UiMessage,
+        };
 
         // Every target answers the same call with the same reply.
         let mut replies = Vec::new();
@@ -135,6 +181,8 @@ impl Bench {
             body,
             stream_body,
             body_file,
+            openai,
+            ui_chat,
             warm,
             measure,
         })
@@ -158,6 +206,29 @@ fn chat_body(stream: bool) -> Bytes {
     if stream {
         body["stream"] = serde_json::Value::Bool(true);
     }
+    Bytes::from(body.to_string())
+}
+
+/// The native payload as OpenAI's chat request. GigaChat's v1 chat body is
+/// already a valid OpenAI one (`model`, `messages` of role and string
+/// content), so the bytes are the same; it is built here on its own so
+/// the two can diverge without touching the native rows.
+fn openai_body(stream: bool) -> Bytes {
+    chat_body(stream)
+}
+
+/// The native payload as the AI SDK's `DefaultChatTransport` sends it for a
+/// first user message (no `model`: the route's default answers).
+fn ui_chat_body() -> Bytes {
+    let body = serde_json::json!({
+        "id": "c1",
+        "messages": [{
+            "id": "u1",
+            "role": "user",
+            "parts": [{"type": "text", "text": PROMPT}],
+        }],
+        "trigger": "submit-message",
+    });
     Bytes::from(body.to_string())
 }
 

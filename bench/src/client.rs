@@ -245,19 +245,91 @@ async fn read_events(
     Ok(events)
 }
 
-/// One stream read whole, events normalized (the reference sequence).
-pub async fn one_stream(target: &Target, body: Bytes) -> Result<Vec<String>> {
+/// How a stream carries the answer's text. GigaChat's own chunks (direct,
+/// nginx, the native route) are compared with the emulator's event by
+/// event; a translated route's events are in another dialect, so only the
+/// text they carry is compared with the text of the emulator's events.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dialect {
+    GigaChat,
+    /// `chat.completion.chunk`s: `choices[0].delta.content`.
+    OpenAi,
+    /// The AI SDK's UI message stream: the `delta` of `text-delta` events.
+    UiMessage,
+}
+
+impl Dialect {
+    /// The text an SSE event carries; `None` for an event without any
+    /// (framing, finish, usage, `[DONE]`). The substring test first keeps
+    /// JSON parsing to the events that can hold text.
+    pub fn text(self, event: &str) -> Option<String> {
+        let data = event
+            .lines()
+            .find_map(|l| l.strip_prefix("data:"))?
+            .trim_start();
+        let marker = match self {
+            Self::GigaChat | Self::OpenAi => "\"content\"",
+            Self::UiMessage => "\"text-delta\"",
+        };
+        if !data.contains(marker) {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(data).ok()?;
+        let text = match self {
+            Self::GigaChat | Self::OpenAi => v["choices"][0]["delta"]["content"].as_str(),
+            Self::UiMessage if v["type"] == "text-delta" => v["delta"].as_str(),
+            Self::UiMessage => None,
+        }?;
+        (!text.is_empty()).then(|| text.to_owned())
+    }
+}
+
+/// A stream request's outcome: its events, or the status and body of a
+/// refusal (a route that does not exist yet answers 404).
+pub enum StreamAnswer {
+    Events(Vec<String>),
+    Refused(StatusCode, String),
+}
+
+/// One stream read whole, events normalized.
+pub async fn try_stream(target: &Target, body: Bytes) -> Result<StreamAnswer> {
     let mut sender = connect(target.addr).await?;
     sender.ready().await?;
     let response = sender.send_request(target.request(body)?).await?;
-    if response.status() != StatusCode::OK {
-        bail!("stream answered {}", response.status());
+    let status = response.status();
+    if status != StatusCode::OK {
+        let body = response.into_body().collect().await?.to_bytes();
+        return Ok(StreamAnswer::Refused(
+            status,
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
     }
     let events = read_events(response.into_body(), None).await?;
-    Ok(events
-        .into_iter()
-        .map(|(e, _)| normalize_event(&e))
-        .collect())
+    Ok(StreamAnswer::Events(
+        events
+            .into_iter()
+            .map(|(e, _)| normalize_event(&e))
+            .collect(),
+    ))
+}
+
+/// One stream read whole, events normalized (the reference sequence).
+pub async fn one_stream(target: &Target, body: Bytes) -> Result<Vec<String>> {
+    match try_stream(target, body).await? {
+        StreamAnswer::Events(events) => Ok(events),
+        StreamAnswer::Refused(status, _) => bail!("stream answered {status}"),
+    }
+}
+
+/// What every stream of a row must deliver, in the unit its dialect is
+/// compared in: the emulator's normalized events for
+/// [`Dialect::GigaChat`], the texts of those events otherwise.
+pub struct Expected {
+    pub units: Arc<Vec<String>>,
+    pub dialect: Dialect,
+    /// How many events the emulator sends per stream (the stream's length
+    /// in chunk delays, which spreads the starts alike on every row).
+    pub upstream_events: usize,
 }
 
 #[derive(Default)]
@@ -280,6 +352,11 @@ pub struct StreamRun {
 /// streams back to back. Starts are staggered over one stream's length so
 /// arrivals are spread out rather than in lock-step bursts. Streams started
 /// during `warmup` are not counted.
+///
+/// TTFC, lost, merged and altered are all taken over `expected`'s units,
+/// so a translated stream's framing events (`start`, a role-only chunk)
+/// neither count as its first chunk nor as merged when they share a packet
+/// with the text that follows.
 pub async fn stream_load(
     target: &Target,
     body: Bytes,
@@ -287,9 +364,14 @@ pub async fn stream_load(
     warmup: Duration,
     measure: Duration,
     chunk_delay: Duration,
-    reference: Arc<Vec<String>>,
+    expected: Expected,
 ) -> Result<StreamRun> {
-    let stream_len = chunk_delay * u32::try_from(reference.len()).unwrap_or(1);
+    let Expected {
+        units: reference,
+        dialect,
+        upstream_events,
+    } = expected;
+    let stream_len = chunk_delay * u32::try_from(upstream_events).unwrap_or(1);
     let stagger = stream_len / u32::try_from(concurrency.max(1)).unwrap_or(1);
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -340,17 +422,30 @@ pub async fn stream_load(
                 }
                 run.streams += 1;
                 run.events += events.len() as u64;
-                if let Some((_, first)) = events.first() {
+                let units: Vec<(String, Instant)> = match dialect {
+                    Dialect::GigaChat => events
+                        .iter()
+                        .map(|(e, at)| (normalize_event(e), *at))
+                        .collect(),
+                    Dialect::OpenAi | Dialect::UiMessage => events
+                        .iter()
+                        .filter_map(|(e, at)| Some((dialect.text(e)?, *at)))
+                        .collect(),
+                };
+                if let Some((_, first)) = units.first() {
                     run.ttfc.push(first.duration_since(t0));
                 }
-                let normalized: Vec<String> =
-                    events.iter().map(|(e, _)| normalize_event(e)).collect();
-                if normalized != *reference {
+                if units.len() != reference.len()
+                    || units.iter().zip(reference.iter()).any(|((u, _), r)| u != r)
+                {
                     run.mismatched_streams += 1;
-                    let lost = reference.iter().filter(|r| !normalized.contains(r)).count();
+                    let lost = reference
+                        .iter()
+                        .filter(|r| !units.iter().any(|(u, _)| u == *r))
+                        .count();
                     run.lost_events += lost as u64;
                 }
-                for pair in events.windows(2) {
+                for pair in units.windows(2) {
                     if pair[1].1.duration_since(pair[0].1) < merge_gap {
                         run.merged_events += 1;
                     }
@@ -470,7 +565,22 @@ pub async fn cold_start(
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_event;
+    use super::{Dialect, normalize_event};
+
+    #[test]
+    fn text_is_read_in_each_dialect() {
+        let gigachat = r#"data: {"choices":[{"delta":{"content":"При","role":"assistant"},"index":0}],"created":1,"model":"GigaChat","object":"chat.completion"}"#;
+        assert_eq!(Dialect::GigaChat.text(gigachat).as_deref(), Some("При"));
+        let openai = r#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"GigaChat","choices":[{"index":0,"delta":{"content":"вет!"},"finish_reason":null}]}"#;
+        assert_eq!(Dialect::OpenAi.text(openai).as_deref(), Some("вет!"));
+        let finish = r#"data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}],"usage":{"total_tokens":3}}"#;
+        assert_eq!(Dialect::OpenAi.text(finish), None);
+        let ui = r#"data: {"type":"text-delta","id":"t0","delta":"При"}"#;
+        assert_eq!(Dialect::UiMessage.text(ui).as_deref(), Some("При"));
+        let start = r#"data: {"type":"text-start","id":"t0"}"#;
+        assert_eq!(Dialect::UiMessage.text(start), None);
+        assert_eq!(Dialect::OpenAi.text("data: [DONE]"), None);
+    }
 
     #[test]
     fn created_is_masked() {

@@ -1,14 +1,24 @@
 //! Non-streaming chat, closed loop: wrk at concurrency 1, 32 and 128 on
 //! each path, with the CPU each process used; concurrency 32 (the target
-//! row) in three interleaved rounds; and the proxy at `RUST_LOG=info`.
+//! row) in three interleaved rounds, with the proxy's OpenAI route among
+//! them; and the proxy at `RUST_LOG=info`.
 
-use anyhow::Result;
+use std::path::Path;
 
-use crate::bench::{API_PATH, Bench};
-use crate::client::Target;
+use anyhow::{Result, bail};
+use hyper::StatusCode;
+
+use crate::bench::{API_PATH, Bench, Translated};
+use crate::client::{self, Target};
 use crate::procs;
 use crate::report::{Report, ms};
 use crate::wrk;
+
+/// Issue 12: the OpenAI route keeps at least this share of the native
+/// route's throughput at concurrency 32.
+const OPENAI_THROUGHPUT_SHARE: f64 = 0.9;
+const OPENAI_ROW: &str =
+    "gigachat-proxy, OpenAI route (`/api/gigachat-openai/v1/chat/completions`)";
 
 /// A proxy variant row: label, `RUST_LOG`, extra environment.
 type Variant<'a> = (String, &'a str, Vec<(&'a str, &'a str)>);
@@ -21,10 +31,22 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         nginx,
         targets: t,
         body_file,
+        openai,
         ..
     } = b;
     let (warm, measure) = (b.warm, b.measure);
     let mut c32 = (None, None);
+    let mut openai_rps = None;
+    // Requests/s of each concurrency-32 round: the native route's and the
+    // OpenAI route's, measured back to back within a round.
+    let mut paired_rounds: (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    // The OpenAI route joins the concurrency-32 rounds only when one call
+    // through it answers 200 with the native route's text: otherwise its
+    // row would time errors.
+    let openai_file = match check_openai(b, openai).await {
+        Ok(file) => Ok(file),
+        Err(e) => Err(format!("could not run: {e:#}")),
+    };
     rep.line(&format!(
         "### Non-streaming chat, closed loop (wrk, {} s per row after a {} s warm-up)",
         measure.as_secs(),
@@ -38,6 +60,7 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
     let script = args.bench_dir.join("wrk.lua");
     let row = async |name: &str,
                      target: &Target,
+                     body_file: &Path,
                      conns: usize,
                      mid: Option<u32>|
            -> Result<(String, f64)> {
@@ -75,25 +98,36 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
     let mut rounds_note = Vec::new();
     for conns in [1usize, 32, 128] {
         let rounds = if conns == 32 { 3 } else { 1 };
-        let paths = [
-            ("direct to emulator", &t.direct, None),
+        let mut paths: Vec<(&str, &Target, Option<u32>, &Path)> = vec![
+            ("direct to emulator", &t.direct, None, body_file.as_path()),
             (
                 "nginx proxy_pass",
                 &t.nginx,
                 nginx.as_ref().map(|n| n.proc.pid()),
+                body_file.as_path(),
             ),
-            ("gigachat-proxy", &t.proxy, Some(proxy.pid())),
+            (
+                "gigachat-proxy",
+                &t.proxy,
+                Some(proxy.pid()),
+                body_file.as_path(),
+            ),
         ];
+        if conns == 32
+            && let Ok(file) = &openai_file
+        {
+            paths.push((OPENAI_ROW, &openai.target, Some(proxy.pid()), file));
+        }
         let mut runs: Vec<Vec<(String, f64)>> = vec![Vec::new(); paths.len()];
         for _ in 0..rounds {
-            for (i, (name, target, mid)) in paths.iter().enumerate() {
+            for (i, (name, target, mid, file)) in paths.iter().enumerate() {
                 if name.starts_with("nginx") && nginx.is_none() {
                     continue;
                 }
-                runs[i].push(row(name, target, conns, *mid).await?);
+                runs[i].push(row(name, target, file, conns, *mid).await?);
             }
         }
-        for (i, (name, _, _)) in paths.iter().enumerate() {
+        for (i, (name, _, _, _)) in paths.iter().enumerate() {
             let mut path_runs = runs[i].clone();
             if path_runs.is_empty() {
                 rep.line(&format!(
@@ -110,11 +144,20 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
             if conns == 32 {
                 if name.starts_with("nginx") {
                     c32.0 = Some(rps);
+                } else if *name == OPENAI_ROW {
+                    openai_rps = Some(rps);
+                    paired_rounds.1 = runs[i].iter().map(|r| r.1).collect();
                 } else if name.starts_with("gigachat") {
                     c32.1 = Some(rps);
+                    paired_rounds.0 = runs[i].iter().map(|r| r.1).collect();
                 }
             }
             rep.line(&line);
+        }
+        if conns == 32
+            && let Err(why) = &openai_file
+        {
+            rep.line(&format!("| 32 | {OPENAI_ROW} | {why} | | | | | | | | |"));
         }
     }
     // A variant of the proxy at concurrency 32, a fresh process: the
@@ -138,7 +181,7 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
             path: API_PATH.to_owned(),
             auth: None,
         };
-        let (line, _) = row(label, &target, 32, Some(variant.pid())).await?;
+        let (line, _) = row(label, &target, body_file, 32, Some(variant.pid())).await?;
         rep.line(&line);
         variant.stop().await;
     }
@@ -167,5 +210,73 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
             None,
         ),
     }
+    let openai_goal = format!(
+        "≥ {:.0} % of the native route",
+        OPENAI_THROUGHPUT_SHARE * 100.0
+    );
+    let openai_target = "OpenAI route throughput at concurrency 32";
+    match (openai_rps, c32.1, &openai_file) {
+        (Some(oa), Some(px), _) => {
+            let share = oa / px;
+            let per_round: Vec<String> = paired_rounds
+                .0
+                .iter()
+                .zip(&paired_rounds.1)
+                .map(|(native, translated)| format!("{:.0} %", translated / native * 100.0))
+                .collect();
+            rep.line(&format!(
+                "OpenAI route at concurrency 32: {oa:.0} req/s, {:.0} % of the native route's {px:.0} req/s (median rounds; round by round: {}). The same call in OpenAI's dialect, translated both ways; Middle µs/request shows what the translation costs in CPU.",
+                share * 100.0,
+                per_round.join(", ")
+            ));
+            rep.line("");
+            rep.target(
+                openai_target,
+                &openai_goal,
+                format!("{oa:.0} vs {px:.0} req/s = {:.0} %", share * 100.0),
+                Some(share >= OPENAI_THROUGHPUT_SHARE),
+            );
+        }
+        (_, _, Err(why)) => rep.target(openai_target, &openai_goal, why.clone(), None),
+        _ => rep.target(openai_target, &openai_goal, "not measured".to_owned(), None),
+    }
     Ok(())
+}
+
+/// One call through the OpenAI route must answer 200 with the native
+/// route's text (the emulator's one echo reply), and the route must have a
+/// body file for wrk; returns that file.
+async fn check_openai<'a>(b: &Bench, openai: &'a Translated) -> Result<&'a Path> {
+    let (Some(body), Some(file)) = (&openai.body, &openai.body_file) else {
+        bail!("the OpenAI route has no non-streaming body");
+    };
+    let content = async |target: &Target, body: &bytes::Bytes| -> Result<String> {
+        let mut sender = client::connect(target.addr).await?;
+        let (status, answer) = client::post(&mut sender, target, body.clone()).await?;
+        if status != StatusCode::OK {
+            bail!(
+                "`{}` answered {status}: {}",
+                target.path,
+                String::from_utf8_lossy(&answer)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+                    .replace(['|', '\n'], " ")
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&answer)?;
+        Ok(v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    };
+    let native = content(&b.targets.proxy, &b.body).await?;
+    let translated = content(&openai.target, body).await?;
+    if translated.is_empty() || translated != native {
+        bail!(
+            "`{}` answered other content than the native route: {translated:?} vs {native:?}",
+            openai.target.path
+        );
+    }
+    Ok(file)
 }

@@ -29,10 +29,15 @@ pub(crate) const ALLOW_METHODS: &str = "GET, HEAD, POST, DELETE, OPTIONS";
 /// `RqUID` on the OAuth call and `X-User-Agent` instead of `User-Agent` in
 /// browsers; Firefox lets a page set `User-Agent` itself; the Python SDK's
 /// context variables add the `X-*-ID` tracing headers), plus the proxy's own
-/// `X-API-Key`. A header missing here fails the preflight, and with it every
-/// call the SDK makes from a page on another origin.
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, Cache-Control, User-Agent, RqUID, X-User-Agent, X-Request-ID, X-Session-ID, X-Client-ID, X-Service-ID, X-Operation-ID, X-Trace-ID, X-Agent-ID, X-API-Key";
-const EXPOSE_HEADERS: &str = "X-Request-ID, X-Upstream-Request-ID, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, X-Session-ID, X-Cache, Server-Timing, X-Proxy-Overhead-MS, X-GigaChat-Proxy-Max-Tokens-Clamped";
+/// `X-API-Key`, and what the `openai` npm SDK sends from a browser
+/// (`X-Stainless-*` telemetry, `OpenAI-*` account headers; neither is
+/// forwarded to GigaChat). A header missing here fails the preflight, and
+/// with it every call the SDK makes from a page on another origin.
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, Cache-Control, User-Agent, RqUID, X-User-Agent, X-Request-ID, X-Session-ID, X-Client-ID, X-Service-ID, X-Operation-ID, X-Trace-ID, X-Agent-ID, X-API-Key, X-Stainless-Arch, X-Stainless-Lang, X-Stainless-OS, X-Stainless-Package-Version, X-Stainless-Retry-Count, X-Stainless-Runtime, X-Stainless-Runtime-Version, X-Stainless-Timeout, X-Stainless-Helper-Method, OpenAI-Organization, OpenAI-Project, OpenAI-Beta";
+/// What a page's script may read of an answer: the ids and limits it shows
+/// or waits on; `X-Should-Retry` and the token-budget headers are read by
+/// the `openai` SDKs' retry logic.
+const EXPOSE_HEADERS: &str = "X-Request-ID, X-Upstream-Request-ID, Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, X-Session-ID, X-Cache, Server-Timing, X-Proxy-Overhead-MS, X-GigaChat-Proxy-Max-Tokens-Clamped, X-Should-Retry, X-RateLimit-Limit-Tokens, X-RateLimit-Remaining-Tokens, X-RateLimit-Reset-Tokens";
 const MAX_AGE_SECS: &str = "600";
 const VARY: &str = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 
@@ -547,12 +552,11 @@ mod tests {
                 .unwrap()
                 .contains("X-Request-ID")
         );
-        assert!(
-            out["access-control-expose-headers"]
-                .to_str()
-                .unwrap()
-                .contains("Retry-After")
-        );
+        let exposed = out["access-control-expose-headers"].to_str().unwrap();
+        // The `openai` SDKs' retry logic reads these in a browser too.
+        for name in ["Retry-After", "X-Should-Retry", "X-RateLimit-Reset-Tokens"] {
+            assert!(exposed.contains(name), "{name} not exposed: {exposed}");
+        }
         assert_eq!(out["access-control-max-age"], "600");
         assert!(out.get("access-control-allow-credentials").is_none());
         h.insert("origin", HeaderValue::from_static("http://127.0.0.1:5173"));
@@ -801,6 +805,15 @@ mod tests {
             "X-Agent-ID",
             // The proxy's own end-user key.
             "X-API-Key",
+            // npm `openai` 7.59 in a browser (`dangerouslyAllowBrowser`).
+            "X-Stainless-Lang",
+            "X-Stainless-Package-Version",
+            "X-Stainless-OS",
+            "X-Stainless-Arch",
+            "X-Stainless-Runtime",
+            "X-Stainless-Runtime-Version",
+            "X-Stainless-Retry-Count",
+            "X-Stainless-Timeout",
         ] {
             assert!(
                 allowed.contains(&sent.to_ascii_lowercase()),

@@ -268,7 +268,7 @@ impl Error {
                 "Fix the environment variable {} of the proxy deployment and redeploy (see docs/configuration.md).",
                 err.variable
             ),
-            Error::RouteNotFound => "The proxy serves /api/gigachat-api/{GigaChat path}, /api/gigachat-oauth, /api/gigachat-health and /api/gigachat-budget.".into(),
+            Error::RouteNotFound => "The proxy serves /api/gigachat-api/{GigaChat path}, /api/gigachat-oauth, /api/gigachat-health, /api/gigachat-budget, OpenAI's API at /api/gigachat-openai/v1/ (chat/completions, responses, embeddings, models, models/{id}; set the SDK's base URL to …/api/gigachat-openai/v1) and the AI SDK's useChat at /api/gigachat-chat (POST; GET /api/gigachat-chat/{chatId}/stream answers 204).".into(),
             Error::MethodNotAllowed { allowed } => format!("Use {allowed}."),
             Error::InvalidPath(_) => "Call /api/gigachat-api/ followed by a GigaChat API path such as chat/completions or v1/models; dot segments, empty segments, path parameters (`;`), encoded slashes and backslashes are refused.".into(),
             Error::BodyTooLarge { .. } => "Send a smaller body; the limit is GIGACHAT_PROXY_MAX_BODY_BYTES (the platform caps it too: Vercel 4.5 MB, Lambda 6 MB).".into(),
@@ -314,31 +314,47 @@ impl Error {
     /// The same answer in the error shape of the API dialect the client
     /// speaks: OpenAI's clients read `error.message` and `error.type` and
     /// nothing else, GigaChat's read `status` and `message`.
-    pub(crate) fn into_response_in(self, dialect: Dialect, request_id: &str) -> Response<ProxyBody> {
+    pub(crate) fn into_response_in(
+        self,
+        dialect: Dialect,
+        request_id: &str,
+    ) -> Response<ProxyBody> {
         let status = self.status();
-        let body = match dialect {
-            Dialect::GigaChat => json!({
-                "status": status.as_u16(),
-                "message": self.to_string(),
-                "code": self.code(),
-                "hint": self.hint(),
-                "request_id": request_id,
-            }),
-            Dialect::OpenAi => json!({
-                "error": {
+        let mut response = match dialect {
+            Dialect::UiChat => ui_chat_error(
+                status,
+                &self.to_string(),
+                self.code(),
+                &self.hint(),
+                request_id,
+            ),
+            Dialect::GigaChat => json_response(
+                status,
+                &json!({
+                    "status": status.as_u16(),
                     "message": self.to_string(),
-                    "type": openai_error_type(status),
-                    "param": match &self {
-                        Error::InvalidRequest { param, .. } => param.as_deref(),
-                        _ => None,
-                    },
                     "code": self.code(),
                     "hint": self.hint(),
                     "request_id": request_id,
-                }
-            }),
+                }),
+            ),
+            Dialect::OpenAi => json_response(
+                status,
+                &json!({
+                    "error": {
+                        "message": self.to_string(),
+                        "type": openai_error_type(status),
+                        "param": match &self {
+                            Error::InvalidRequest { param, .. } => param.as_deref(),
+                            _ => None,
+                        },
+                        "code": self.code(),
+                        "hint": self.hint(),
+                        "request_id": request_id,
+                    }
+                }),
+            ),
         };
-        let mut response = json_response(status, &body);
         match &self {
             Error::MethodNotAllowed { allowed } => {
                 response
@@ -414,6 +430,55 @@ const SHOULD_RETRY: http::HeaderName = http::HeaderName::from_static("x-should-r
 pub(crate) enum Dialect {
     GigaChat,
     OpenAi,
+    /// The AI SDK's `useChat` (`/api/gigachat-chat`).
+    UiChat,
+}
+
+/// An error as the AI SDK's `useChat` shows it: the SDK makes the whole
+/// body text the error's `message`, so the body leads with one readable
+/// sentence (what went wrong, then what to do) and the fields programs
+/// read follow. The hint is in that sentence, not in a field of its own: a
+/// second copy would double what the chat page prints.
+pub(crate) fn ui_chat_error(
+    status: StatusCode,
+    message: &str,
+    code: &str,
+    hint: &str,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        message: String,
+        code: &'a str,
+        status: u16,
+        request_id: &'a str,
+    }
+    let mut sentence = String::with_capacity(message.len() + hint.len() + 2);
+    let mut chars = message.trim_end_matches('.').chars();
+    sentence.extend(
+        chars
+            .next()
+            .map(|first| first.to_uppercase())
+            .into_iter()
+            .flatten(),
+    );
+    sentence.push_str(chars.as_str());
+    sentence.push_str(". ");
+    sentence.push_str(hint);
+    let body = Body {
+        message: sentence,
+        code,
+        status: status.as_u16(),
+        request_id,
+    };
+    // Serializing plain strings and a number cannot fail.
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(crate::body::full(bytes));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, crate::body::JSON);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// OpenAI's `error.type` for a status, the one field its clients branch on.
@@ -560,6 +625,44 @@ mod tests {
         assert_eq!(headers["ratelimit-remaining"], "0");
         assert_eq!(headers["ratelimit-reset"], "12");
         assert_eq!(headers["ratelimit-policy"], "5;w=60");
+    }
+
+    /// `useChat` shows the raw body as the error's message: it must open
+    /// with the sentence a person reads, and keep the fields programs read.
+    #[tokio::test]
+    async fn use_chat_errors_lead_with_one_readable_sentence() {
+        let response = Error::TokenBudgetExceeded(BudgetInfo {
+            limit: 100,
+            used: 100,
+            reserved: 0,
+            window: crate::limits::info::Window::Day,
+            reset_at: 86_400,
+            reset_secs: 3600,
+            variable: "GIGACHAT_PROXY_TOKEN_BUDGET",
+        })
+        .into_response_in(Dialect::UiChat, "r-7");
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()["retry-after"], "3600");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(
+            text.starts_with(r#"{"message":"Token budget exhausted: "#),
+            "{text}"
+        );
+        let body: serde_json::Value = serde_json::from_str(text).unwrap();
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains("; resets at "), "{message}");
+        assert!(
+            message.ends_with("or ask the operator to raise GIGACHAT_PROXY_TOKEN_BUDGET."),
+            "{message}"
+        );
+        assert_eq!(body["code"], "token_budget_exceeded");
+        assert_eq!(body["status"], 429);
+        assert_eq!(body["request_id"], "r-7");
+        assert!(
+            body.get("hint").is_none() && body.get("error").is_none(),
+            "{body}"
+        );
     }
 
     #[test]

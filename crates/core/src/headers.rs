@@ -15,8 +15,9 @@ use http::{HeaderMap, HeaderName, header};
 /// the proxy itself; the logging ids are GigaChat's documented
 /// `X-Request-ID`/`X-Session-ID`/`X-Client-ID` and the extra ids the Python
 /// SDK forwards. `X-Client-ID` must match between the chat call that created
-/// an image and the download of that image.
-const FORWARDED_TO_UPSTREAM: [HeaderName; 11] = [
+/// an image and the download of that image. `X-User-Agent` is what the SDKs
+/// send in a browser, where `User-Agent` cannot be set.
+const FORWARDED_TO_UPSTREAM: [HeaderName; 12] = [
     header::CONTENT_TYPE,
     header::ACCEPT,
     header::ACCEPT_LANGUAGE,
@@ -28,11 +29,18 @@ const FORWARDED_TO_UPSTREAM: [HeaderName; 11] = [
     HeaderName::from_static("x-trace-id"),
     HeaderName::from_static("x-agent-id"),
     header::USER_AGENT,
+    HeaderName::from_static("x-user-agent"),
 ];
 
-/// Copies the allowlisted client headers into `upstream`.
+/// Copies the allowlisted client headers into `upstream`, except those the
+/// client's `Connection` header names: they were meant for the first hop
+/// only (RFC 9110 §7.6.1), whatever their name.
 pub fn forward_request_headers(client: &HeaderMap, upstream: &mut HeaderMap) {
+    let hop_named = client.contains_key(header::CONNECTION);
     for name in &FORWARDED_TO_UPSTREAM {
+        if hop_named && is_named_in_connection(client, name) {
+            continue;
+        }
         for value in client.get_all(name) {
             upstream.append(name.clone(), value.clone());
         }
@@ -98,12 +106,15 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-host", "evil"),
             ("x-real-ip", "1.2.3.4"),
-            ("connection", "keep-alive, x-client-id"),
+            ("connection", "keep-alive, X-Trace-ID"),
             ("proxy-authorization", "Basic x"),
             ("x-api-key", "k"),
             ("content-type", "application/json"),
             ("x-session-id", "s-1"),
             ("x-client-id", "c-1"),
+            // Named in `Connection`: for the first hop only.
+            ("x-trace-id", "t-1"),
+            ("x-user-agent", "GigaChat-js/0.3"),
             ("accept", "text/event-stream"),
         ] {
             client.append(
@@ -116,7 +127,13 @@ mod tests {
         let names: Vec<&str> = upstream.keys().map(HeaderName::as_str).collect();
         assert_eq!(
             names,
-            ["content-type", "accept", "x-session-id", "x-client-id"]
+            [
+                "content-type",
+                "accept",
+                "x-session-id",
+                "x-client-id",
+                "x-user-agent"
+            ]
         );
     }
 

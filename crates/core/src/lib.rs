@@ -8,12 +8,17 @@
 //! `http::Response` → platform response.
 
 mod access;
+mod ai_sdk;
 mod body;
 mod cache;
 mod config;
 mod cors;
 mod endpoint;
 mod error;
+// The translators' fuzz entry points (with their invariants' asserts) are
+// built for the fuzz crate and the tests only, never into a proxy binary.
+#[cfg(any(test, feature = "fuzzing"))]
+mod fuzz_dialects;
 mod headers;
 mod jitter;
 // `limits` and `redis` are public for `crates/core/tests/limits_redis.rs`,
@@ -58,6 +63,8 @@ pub mod limits_for_tests {
 #[doc(hidden)]
 pub mod fuzzing {
     pub use crate::cors::{AllowedHosts, AllowedOrigins, Cors, CorsConfig, Verdict};
+    #[cfg(feature = "fuzzing")]
+    pub use crate::fuzz_dialects::{translate_answers, translate_requests};
     pub use crate::headers::{forward_request_headers, is_forwarded_to_client};
     pub use crate::path::UpstreamBase;
     pub use crate::upstream::body::sse_error_event;
@@ -86,6 +93,8 @@ pub(crate) struct Ready {
     pub(crate) cache: cache::ResponseCache,
     /// Shared with the streams it seals.
     pub(crate) ownership: Arc<tenancy::ownership::Ownership>,
+    /// Files the OpenAI route uploaded, by content, to reuse their ids.
+    pub(crate) uploads: openai::uploads::UploadCache,
 }
 
 impl Proxy {
@@ -123,6 +132,7 @@ impl Proxy {
                     &config.credential_id,
                     shared.clone(),
                 ),
+                uploads: openai::uploads::UploadCache::new(shared.clone()),
                 ownership: Arc::new(tenancy::ownership::Ownership::new(
                     &config.ownership,
                     &config.session_secret,

@@ -59,7 +59,7 @@ pub struct Metrics {
     endpoints: Vec<[IntCounter; 5]>,
 }
 
-const ROUTES: [&str; 4] = ["api", "oauth", "health", "none"];
+const ROUTES: [&str; 6] = ["api", "openai", "chat", "oauth", "health", "none"];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 struct RouteSeries {

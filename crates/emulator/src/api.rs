@@ -285,6 +285,20 @@ async fn answer(
                 file_not_found()
             }
         }
+        (["batches"], &Method::POST) => {
+            match crate::batches::method_of(parts.uri.query())
+                .and_then(|method| crate::batches::create(shared, method, &body))
+            {
+                Ok(batch) => json(StatusCode::OK, &crate::batches::CreatedBatch::from(&batch)),
+                Err(e) => chat_error(&e),
+            }
+        }
+        (["batches"], &Method::GET) => {
+            match crate::batches::status(shared, crate::batches::asked_id(parts.uri.query())) {
+                Some(found) => json(StatusCode::OK, &crate::batches::list(&found)),
+                None => api_error(StatusCode::NOT_FOUND, "Batch task not found"),
+            }
+        }
         (path, _) if known_path(path) => method_not_allowed(),
         _ => not_found(),
     }
@@ -302,6 +316,7 @@ fn known_path(segments: &[&str]) -> bool {
             | ["files"]
             | ["files", _]
             | ["files", _, "content" | "delete"]
+            | ["batches"]
     )
 }
 
@@ -382,7 +397,7 @@ fn chat(
     guard: InflightGuard,
 ) -> Response<Body> {
     let planned = match flavor {
-        Flavor::V1 => chat::plan_v1(body),
+        Flavor::V1 => chat::plan_v1(body, &|id| files::attached(shared, id)),
         Flavor::V2 => chat::plan_v2(body),
     };
     let plan: Plan = match planned {
@@ -421,7 +436,11 @@ fn chat(
             false,
         ),
         (Flavor::V1, true) => event_stream(
-            stream_body(Arc::clone(shared), chat::v1_events(&plan, created), guard),
+            stream_body(
+                Arc::clone(shared),
+                chat::v1_events(&plan, created, shared.faults.function_call_chunk()),
+                guard,
+            ),
             false,
         ),
         (Flavor::V2, true) => event_stream(

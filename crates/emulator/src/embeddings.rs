@@ -16,11 +16,12 @@ pub(crate) struct EmbeddingUsage {
     pub prompt_tokens: u64,
 }
 
+/// Field order as recorded: `object`, `index`, `embedding`, `usage`.
 #[derive(Serialize)]
 pub(crate) struct Embedding {
     pub object: &'static str,
-    pub embedding: Vec<f32>,
     pub index: usize,
+    pub embedding: Vec<f32>,
     pub usage: EmbeddingUsage,
 }
 
@@ -114,8 +115,8 @@ pub(crate) fn embeddings(body: &[u8]) -> Result<EmbeddingList, ChatError> {
         .enumerate()
         .map(|(index, text)| Embedding {
             object: "embedding",
-            embedding: embed(text),
             index,
+            embedding: embed(text),
             usage: EmbeddingUsage {
                 prompt_tokens: count_tokens(text),
             },

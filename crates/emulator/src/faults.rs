@@ -26,6 +26,8 @@ pub struct Faults {
     /// `UNSET` when off, so "reset after 0 events" stays expressible.
     reset_after: AtomicU64,
     split_writes: AtomicBool,
+    /// Where a streamed function call goes; `true` = its own chunk.
+    function_call_separate: AtomicBool,
     /// Bumped by `expire_all_tokens`; tokens remember the epoch they were
     /// issued in, which makes expiring "everything so far" O(1).
     token_epoch: AtomicU64,
@@ -44,6 +46,7 @@ impl Default for Faults {
             first_byte_delay_ms: AtomicU64::new(0),
             reset_after: AtomicU64::new(UNSET),
             split_writes: AtomicBool::new(false),
+            function_call_separate: AtomicBool::new(false),
             token_epoch: AtomicU64::new(0),
         }
     }
@@ -62,6 +65,24 @@ fn take_one(counter: &AtomicU32) -> bool {
     counter
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
+}
+
+/// Where a v1 stream puts a function call. Live GigaChat's choice is not
+/// recorded anywhere public, and clients translating its stream disagree on
+/// what they expect, so both shapes are offered and a translator can be
+/// tested against each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionCallChunk {
+    /// The call rides in the last chunk, next to `finish_reason:
+    /// "function_call"` and `usage`, as in the non-stream answer. The
+    /// default, because the OpenAI bridges written and tested against the
+    /// live service read a streamed call only from that chunk.
+    #[default]
+    Finish,
+    /// The call comes in a chunk of its own, then an empty finish chunk
+    /// with `finish_reason` and `usage`.
+    Separate,
 }
 
 /// The injected OAuth failures still to be answered.
@@ -157,6 +178,13 @@ impl Faults {
         self.split_writes.store(on, Ordering::SeqCst);
     }
 
+    /// Chooses where later v1 streams put a function call (default
+    /// [`FunctionCallChunk::Finish`]).
+    pub fn set_function_call_chunk(&self, shape: FunctionCallChunk) {
+        self.function_call_separate
+            .store(shape == FunctionCallChunk::Separate, Ordering::SeqCst);
+    }
+
     /// Every token issued so far becomes expired (API answers "Token has expired").
     pub fn expire_all_tokens(&self) {
         self.token_epoch.fetch_add(1, Ordering::SeqCst);
@@ -174,6 +202,7 @@ impl Faults {
         self.set_first_byte_delay(Duration::ZERO);
         self.reset_stream_after_chunks(None);
         self.split_sse_writes(false);
+        self.set_function_call_chunk(FunctionCallChunk::Finish);
     }
 
     pub(crate) fn oauth_delay(&self) -> Duration {
@@ -229,6 +258,14 @@ impl Faults {
         self.split_writes.load(Ordering::SeqCst)
     }
 
+    pub(crate) fn function_call_chunk(&self) -> FunctionCallChunk {
+        if self.function_call_separate.load(Ordering::SeqCst) {
+            FunctionCallChunk::Separate
+        } else {
+            FunctionCallChunk::Finish
+        }
+    }
+
     pub(crate) fn token_epoch(&self) -> u64 {
         self.token_epoch.load(Ordering::SeqCst)
     }
@@ -269,6 +306,9 @@ impl Faults {
         if let Some(on) = req.split_sse_writes {
             self.split_sse_writes(on);
         }
+        if let Some(shape) = req.function_call_chunk {
+            self.set_function_call_chunk(shape);
+        }
         if req.expire_all_tokens == Some(true) {
             self.expire_all_tokens();
         }
@@ -294,6 +334,8 @@ pub(crate) struct FaultRequest {
     #[serde(default, deserialize_with = "some_nullable")]
     pub reset_stream_after_chunks: Option<Option<u32>>,
     pub split_sse_writes: Option<bool>,
+    /// `"finish"` or `"separate"`.
+    pub function_call_chunk: Option<FunctionCallChunk>,
     pub expire_all_tokens: Option<bool>,
 }
 
@@ -393,5 +435,25 @@ mod tests {
         assert_eq!(f.reset_after(), None);
         assert_eq!(f.take_api_status(), Some(503));
         assert!(serde_json::from_str::<FaultRequest>(r#"{"typo":1}"#).is_err());
+    }
+
+    #[test]
+    fn function_call_chunk_switch_parses_and_resets() {
+        let f = Faults::default();
+        assert_eq!(f.function_call_chunk(), FunctionCallChunk::Finish);
+        let req: FaultRequest =
+            serde_json::from_str(r#"{"function_call_chunk":"separate"}"#).unwrap();
+        f.apply(&req);
+        assert_eq!(f.function_call_chunk(), FunctionCallChunk::Separate);
+        let req: FaultRequest =
+            serde_json::from_str(r#"{"function_call_chunk":"finish"}"#).unwrap();
+        f.apply(&req);
+        assert_eq!(f.function_call_chunk(), FunctionCallChunk::Finish);
+        f.set_function_call_chunk(FunctionCallChunk::Separate);
+        f.reset();
+        assert_eq!(f.function_call_chunk(), FunctionCallChunk::Finish);
+        assert!(
+            serde_json::from_str::<FaultRequest>(r#"{"function_call_chunk":"middle"}"#).is_err()
+        );
     }
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::chat::ChatError;
+use crate::chat::{AttachedFile, ChatError, media_kind};
 use crate::state::{Shared, StoredFile};
 use crate::util::now_secs;
 
@@ -114,6 +114,18 @@ pub(crate) fn find(shared: &Shared, id: &str) -> Option<StoredFile> {
         .iter()
         .find(|f| f.id == id)
         .cloned()
+}
+
+/// A stored file as a chat attachment sees it.
+pub(crate) fn attached(shared: &Shared, id: &str) -> Option<AttachedFile> {
+    crate::lock(&shared.files)
+        .iter()
+        .find(|f| f.id == id)
+        .map(|f| AttachedFile {
+            filename: f.filename.clone(),
+            bytes: f.content.len(),
+            kind: media_kind(&f.filename, &f.content),
+        })
 }
 
 pub(crate) fn all(shared: &Shared) -> Vec<StoredFile> {

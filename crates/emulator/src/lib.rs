@@ -4,8 +4,12 @@
 //! proxy starts this in-process when no credentials are configured, and every
 //! black-box test runs the proxy against it. It therefore aims to be faithful
 //! on the wire (OAuth, the v1 and v2 API, their headers and error shapes),
-//! deterministic (replies echo the last user message; token counts are
-//! `ceil(chars / 4)`), fast (no sleeps unless a fault asks for one) and
+//! deterministic (replies echo the last user message and name its
+//! attachments; a function is called when the request forces it or the
+//! last user message names it; the answer after a function result quotes
+//! that result; token counts are `ceil(chars / 4)`), strict where GigaChat
+//! is (system message first, temperature above zero, every function call
+//! answered by a JSON-object result, attachments that exist), fast (no sleeps unless a fault asks for one) and
 //! observable (counters, recorded request headers, live fault switches, and an
 //! HTTP control surface under `/_emulator/` for tests in other languages).
 
@@ -19,6 +23,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod api;
+mod batches;
 mod chat;
 mod control;
 mod embeddings;
@@ -34,7 +39,7 @@ mod storage;
 mod tls;
 mod util;
 
-pub use faults::Faults;
+pub use faults::{Faults, FunctionCallChunk};
 pub use tls::EmulatorTls;
 
 use state::Shared;

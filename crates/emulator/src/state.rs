@@ -59,6 +59,7 @@ pub(crate) struct Shared {
     pub recorded: Mutex<VecDeque<RecordedRequest>>,
     pub tokens: Mutex<HashMap<String, TokenInfo>>,
     pub files: Mutex<Vec<StoredFile>>,
+    pub batches: Mutex<Vec<crate::batches::StoredBatch>>,
     /// In-flight API requests across all credentials (for max_concurrent_api).
     pub inflight: AtomicU64,
     /// In-flight API requests per credential key (for the 429 limit).
@@ -76,6 +77,7 @@ impl Shared {
             recorded: Mutex::new(VecDeque::with_capacity(RECORD_CAPACITY)),
             tokens: Mutex::new(HashMap::new()),
             files: Mutex::new(Vec::new()),
+            batches: Mutex::new(Vec::new()),
             inflight: AtomicU64::new(0),
             per_key_inflight: Mutex::new(HashMap::new()),
             oauth_window: Mutex::new(HashMap::new()),

@@ -2,18 +2,24 @@
 //! argument-parsing crate; the variables go through the core's reader, so
 //! they are spelled and checked like every other setting.
 
-use gigachat_proxy_core::{Env, whole_seconds};
+use gigachat_proxy_core::{Env, Platform, whole_seconds};
 
 pub const USAGE: &str = "\
-Usage: gigachat-proxy [--host HOST] [--port PORT]
+Usage: gigachat-proxy [--host HOST] [--port PORT] [--check-health]
 
-Serves /api/gigachat-api/*, /api/gigachat-oauth, /api/gigachat-health and,
-at /, a demo chat page.
+Serves /api/gigachat-api/* (GigaChat's API), /api/gigachat-openai/v1/*
+(OpenAI's API over GigaChat), /api/gigachat-chat (the AI SDK's useChat),
+/api/gigachat-oauth, /api/gigachat-health, /api/gigachat-budget and, at /,
+a demo chat page.
 
 Options:
   --host HOST   address to listen on (env HOST, default 127.0.0.1;
                 use 0.0.0.0 in a container or behind nginx)
   --port PORT   port to listen on (env PORT, default 3000; 0 = any free port)
+  --check-health
+                do not serve: ask the server already running at HOST:PORT
+                for /api/gigachat-health (0.0.0.0 means 127.0.0.1) and exit
+                0 if it answers 200, else 1 (a container's HEALTHCHECK)
   -h, --help    this text
 
 Environment: GIGACHAT_PROXY_HEADER_TIMEOUT (seconds, default 30) is how long
@@ -23,6 +29,10 @@ GIGACHAT_PROXY_MAX_CONNECTIONS caps open client connections (default: half
 of the file-descriptor limit left after 64, at most 10000); at the cap the
 longest-idle connections are closed, and if every one is busy a new one gets
 a 503.
+
+GIGACHAT_PROXY_PLATFORM=container (set in the Dockerfile) gives a public
+deployment's defaults (rate limits, ownership, the public-page policy,
+same-origin CORS) instead of the open local ones (default: local).
 
 Without GIGACHAT_CREDENTIALS the built-in GigaChat emulator is started and used.
 See docs/configuration.md for every variable.
@@ -37,14 +47,20 @@ pub struct Options {
     /// `GIGACHAT_PROXY_MAX_CONNECTIONS`; `None` derives it from the
     /// file-descriptor limit when the server starts.
     pub max_connections: Option<usize>,
+    /// `GIGACHAT_PROXY_PLATFORM`: the open local defaults, or a public
+    /// deployment's in a container.
+    pub platform: Platform,
 }
 
+pub const PLATFORM: &str = "GIGACHAT_PROXY_PLATFORM";
 pub const HEADER_TIMEOUT: &str = "GIGACHAT_PROXY_HEADER_TIMEOUT";
 pub const MAX_CONNECTIONS: &str = "GIGACHAT_PROXY_MAX_CONNECTIONS";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     Run(Options),
+    /// `--check-health`: probe the server these options describe.
+    CheckHealth(Options),
     Help,
 }
 
@@ -58,6 +74,7 @@ impl Options {
         let mut host = env.get("HOST");
         let mut port = env.get("PORT");
         let mut args = args.into_iter();
+        let mut check_health = false;
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
                 Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
@@ -65,6 +82,7 @@ impl Options {
             };
             match flag.as_str() {
                 "-h" | "--help" => return Ok(Parsed::Help),
+                "--check-health" if inline.is_none() => check_health = true,
                 "--host" | "--port" => {
                     let value = inline
                         .or_else(|| args.next())
@@ -91,12 +109,28 @@ impl Options {
         let max_connections = env
             .count(MAX_CONNECTIONS, 1..=1_000_000)
             .map_err(|err| err.to_string())?;
-        Ok(Parsed::Run(Options {
+        let platform = env
+            .parse(PLATFORM, |value| {
+                match value.to_ascii_lowercase().as_str() {
+                    "local" => Ok(Platform::Local),
+                    "container" => Ok(Platform::Container),
+                    _ => Err("expected `local` or `container`".to_owned()),
+                }
+            })
+            .map_err(|err| err.to_string())?
+            .unwrap_or(Platform::Local);
+        let options = Options {
             host: host.unwrap_or_else(|| "127.0.0.1".into()),
             port,
             header_timeout,
             max_connections,
-        }))
+            platform,
+        };
+        Ok(if check_health {
+            Parsed::CheckHealth(options)
+        } else {
+            Parsed::Run(options)
+        })
     }
 }
 
@@ -121,7 +155,23 @@ mod tests {
             port,
             header_timeout: std::time::Duration::from_secs(30),
             max_connections: None,
+            platform: Platform::Local,
         }))
+    }
+
+    #[test]
+    fn a_container_asks_for_a_deployments_defaults() {
+        let Ok(Parsed::Run(options)) = parse(&[], &[("GIGACHAT_PROXY_PLATFORM", "Container")])
+        else {
+            panic!("GIGACHAT_PROXY_PLATFORM=container is not accepted");
+        };
+        assert_eq!(options.platform, Platform::Container);
+        assert_eq!(
+            parse(&[], &[("GIGACHAT_PROXY_PLATFORM", "local")]),
+            run("127.0.0.1", 3000)
+        );
+        let err = parse(&[], &[("GIGACHAT_PROXY_PLATFORM", "vercel")]).unwrap_err();
+        assert!(err.contains("GIGACHAT_PROXY_PLATFORM"), "{err}");
     }
 
     #[test]
@@ -137,6 +187,13 @@ mod tests {
         );
         assert_eq!(parse(&["--host=::1", "--port=0"], &[]), run("::1", 0));
         assert_eq!(parse(&["--help"], &[]), Ok(Parsed::Help));
+        let Ok(Parsed::CheckHealth(options)) = parse(
+            &["--check-health"],
+            &[("HOST", "0.0.0.0"), ("PORT", "8080")],
+        ) else {
+            panic!("--check-health is not recognised");
+        };
+        assert_eq!((options.host.as_str(), options.port), ("0.0.0.0", 8080));
         let Ok(Parsed::Run(options)) = parse(&[], &[(HEADER_TIMEOUT, " 5 ")]) else {
             panic!("a valid header timeout is refused");
         };
@@ -174,6 +231,7 @@ mod tests {
         }
         let err = parse(&[], &[(MAX_CONNECTIONS, "lots")]).unwrap_err();
         assert!(!err.contains("lots"), "the value is echoed: {err}");
+        assert!(parse(&["--check-health=yes"], &[]).is_err());
         assert!(
             parse(&["--verbose"], &[])
                 .unwrap_err()

@@ -9,6 +9,7 @@ use gigachat_proxy_core::{Config, Platform, UpstreamKind};
 /// returns a proxy configuration pointing at it. Other `GIGACHAT_*`
 /// settings (timeout, body limit…) are read through `environment`.
 pub async fn start(
+    platform: Platform,
     environment: impl Fn(&str) -> Option<String>,
 ) -> Result<(Config, Emulator), String> {
     use base64::Engine as _;
@@ -25,7 +26,7 @@ pub async fn start(
     .await
     .map_err(|err| err.to_string())?;
     let (base_url, auth_url) = (emulator.base_url(), emulator.auth_url());
-    let mut config = Config::from_lookup(Platform::Local, |name| match name {
+    let mut config = Config::from_lookup(platform, |name| match name {
         "GIGACHAT_CREDENTIALS" => Some(key.clone()),
         "GIGACHAT_SCOPE" => Some(scope.into()),
         "GIGACHAT_BASE_URL" => Some(base_url.clone()),

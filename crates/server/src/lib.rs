@@ -9,12 +9,13 @@ mod cli;
 mod connections;
 mod emulated;
 mod linger;
+mod probe;
 mod serve;
 pub mod site;
 
 use std::process::ExitCode;
 
-use gigachat_proxy_core::{Config, Env, Platform, Proxy};
+use gigachat_proxy_core::{Config, Env, Proxy};
 
 pub use cli::Options;
 pub use serve::{ConnectionLimits, Server, serve};
@@ -24,6 +25,9 @@ pub use serve::{ConnectionLimits, Server, serve};
 pub async fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
         Ok(cli::Parsed::Run(options)) => options,
+        Ok(cli::Parsed::CheckHealth(options)) => {
+            return probe::check_health(&options.host, options.port).await;
+        }
         Ok(cli::Parsed::Help) => {
             print!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
@@ -45,10 +49,10 @@ pub async fn main() -> ExitCode {
         other => std::env::var(other).ok(),
     };
     let (proxy, emulator) = if credentials_set {
-        let config = Config::from_lookup(Platform::Local, environment);
+        let config = Config::from_lookup(options.platform, environment);
         (config.map_or_else(Proxy::misconfigured, Proxy::new), None)
     } else {
-        match emulated::start(environment).await {
+        match emulated::start(options.platform, environment).await {
             Ok((config, emulator)) => (Proxy::new(config), Some(emulator)),
             Err(err) => {
                 eprintln!("gigachat-proxy: could not start the built-in GigaChat emulator: {err}");
@@ -133,6 +137,10 @@ fn print_banner(server: &Server, config: Option<&Config>, emulated: bool) {
         "              -d '{{\"model\":\"GigaChat\",\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Привет\"}}]}}'"
     );
     println!("  health:   {url}/api/gigachat-health");
+    println!(
+        "  openai:   {url}/api/gigachat-openai/v1  (baseURL for the openai SDKs, the AI SDK, LangChain)"
+    );
+    println!("  useChat:  {url}/api/gigachat-chat  (the AI SDK's DefaultChatTransport api)");
     println!("  demo:     {url}/  (a chat page that streams replies through the proxy)");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

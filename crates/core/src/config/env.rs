@@ -21,7 +21,14 @@ use reqwest::Url;
 pub enum Platform {
     Vercel,
     Lambda,
+    /// The local server on a developer's machine (or a trusted network):
+    /// open defaults, so `cargo run` just works.
     Local,
+    /// The same server in a container image on a public host (Railway,
+    /// Render, a VPS): a deployment like the serverless ones — rate limits,
+    /// ownership, the public-page policy and same-origin CORS by default —
+    /// since the image does not know who will reach it.
+    Container,
 }
 
 impl Platform {
@@ -30,6 +37,7 @@ impl Platform {
             Platform::Vercel => "vercel",
             Platform::Lambda => "lambda",
             Platform::Local => "local",
+            Platform::Container => "container",
         }
     }
 
@@ -41,7 +49,7 @@ impl Platform {
         match self {
             Platform::Vercel => 4_500_000,
             Platform::Lambda => 6_000_000,
-            Platform::Local => 10 * 1024 * 1024,
+            Platform::Local | Platform::Container => 10 * 1024 * 1024,
         }
     }
 }

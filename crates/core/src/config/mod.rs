@@ -124,6 +124,10 @@ pub struct Config {
     pub(crate) ownership: crate::tenancy::ownership::OwnershipConfig,
     /// What a public page may call (see `tenancy::policy`).
     pub(crate) policy: crate::tenancy::policy::PolicyConfig,
+    /// Which GigaChat model an OpenAI-dialect request gets (see `openai`).
+    pub(crate) openai: crate::openai::config::OpenAiConfig,
+    /// The `useChat` route's own settings: its system prompt (see `ai_sdk`).
+    pub(crate) ui_chat: crate::ai_sdk::config::UiChatConfig,
     /// The Redis the limits, the cache and the shared token use; `None`
     /// keeps all of them in this instance's memory (see `redis`).
     pub(crate) redis: Option<crate::redis::RedisConfig>,
@@ -261,6 +265,8 @@ impl Config {
         let ownership =
             crate::tenancy::ownership::OwnershipConfig::from_env(env, platform, &access)?;
         let policy = crate::tenancy::policy::PolicyConfig::from_env(env, platform)?;
+        let openai = crate::openai::config::OpenAiConfig::from_env(env)?;
+        let ui_chat = crate::ai_sdk::config::UiChatConfig::from_env(env)?;
 
         let tls = crate::upstream::tls::TlsConfig::from_env(env)?;
 
@@ -289,6 +295,8 @@ impl Config {
             cache,
             ownership,
             policy,
+            openai,
+            ui_chat,
             redis,
             tls,
         })

@@ -60,7 +60,6 @@ pub(crate) struct ChunkDelta<'a> {
 /// An answer's message.
 #[derive(Deserialize, Debug, Default)]
 pub(crate) struct ChatMessage {
-    pub role: Option<String>,
     pub content: Option<String>,
     pub reasoning_content: Option<String>,
     pub function_call: Option<FunctionCall>,

@@ -7,9 +7,6 @@
 //! the native route. Requests are translated whole (they are small and
 //! read whole anyway); answers stream through a translator chunk by chunk.
 
-// TEMPORARY, until the route (`routes::openai`) calls every part.
-#![allow(dead_code)]
-
 pub(crate) mod answer;
 pub(crate) mod chunks;
 pub(crate) mod config;
@@ -19,6 +16,7 @@ pub(crate) mod gigachat;
 pub(crate) mod models;
 pub(crate) mod request;
 pub(crate) mod responses;
+pub(crate) mod responses_stream;
 pub(crate) mod schema;
 pub(crate) mod stream_body;
 pub(crate) mod uploads;
@@ -52,7 +50,6 @@ pub(crate) struct ChatPlan {
     /// The model name as the client sent it (or the default), echoed on
     /// the answer and every chunk.
     pub model: String,
-    pub stream: bool,
     /// `stream_options.include_usage`: usage in a final `choices: []`
     /// chunk rather than on the finish chunk.
     pub include_usage: bool,

@@ -23,10 +23,13 @@ use super::admit::{Admitted, Purpose, admit};
 use super::request_body::RequestBody;
 use crate::Proxy;
 use crate::Ready;
+use crate::access::Identity;
 use crate::body::{BoxError, ProxyBody};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
+use crate::limits::{Admission, Guards};
 use crate::observe::RequestLog;
+use crate::tenancy::ownership::AnswerRewrite;
 use crate::tenancy::policy::{Checked, MaxTokensAt, mark_clamped};
 use crate::upstream::body::{BodyLimits, UpstreamBody};
 use crate::upstream::retry;
@@ -80,18 +83,16 @@ where
         .path()
         .strip_prefix(super::API_PREFIX)
         .unwrap_or_default();
-    let mut url = ready.base.resolve(client_path, request.uri().query())?;
+    let url = ready.base.resolve(client_path, request.uri().query())?;
     // The one classification of this call: retries, the cache, the log
     // line and the metrics all read this value.
     let endpoint = Endpoint::classify(request.method(), client_path, ready.base.default_version());
     log.endpoint = Some(endpoint);
-    let retryable = endpoint.safe_to_repeat(request.method());
     let Admitted { identity, limits } = admit(ready, &request, Purpose::Call, log).await?;
     // What this deployment exposes to a public page; the operator's
     // identities may call anything.
     let operator = ready.ownership.is_operator(&identity);
     ready.config.policy.admit_endpoint(endpoint, operator)?;
-    let max_tokens_at = MaxTokensAt::of(endpoint, request.method(), client_path);
 
     let (parts, ()) = request.into_parts();
     // The body is read whole (within the limit) because a 401 or a
@@ -104,46 +105,159 @@ where
             ready.config.body_timeout,
         )
         .await?;
-    // The policy judges the body as GigaChat will read it, and may lower
-    // its `max_tokens` (the answer's header says so).
-    let Checked {
-        body,
-        clamped_to: max_tokens_clamped_to,
-    } = ready
-        .config
-        .policy
-        .check_body(endpoint, max_tokens_at, body)?;
-    let summary = RequestSummary::of(&body);
-    log.model = summary.model;
-    // Ownership: the sealed object ids the call names are opened, or the
-    // call is refused, before anything reaches GigaChat or the cache.
-    let checked = ready.ownership.check_request(
-        &identity.key,
-        operator,
+    let call = Call {
         endpoint,
-        parts
+        parts: &parts,
+        path: parts
             .uri
             .path()
             .strip_prefix(super::API_PREFIX)
             .unwrap_or_default(),
-        &body,
-    )?;
-    if let Some(path) = &checked.path {
-        url = ready.base.resolve(path, parts.uri.query())?;
-    }
-    let body = checked.body.unwrap_or(body);
+        url,
+        body,
+        checks: BodyChecks::Pending,
+    };
+    let caller = Caller {
+        identity: &identity,
+        limits: &limits,
+        operator,
+    };
+    let forwarded = send_call(ready, call, caller, request_id, log).await?;
+    Ok(Answer {
+        response: forwarded.response,
+        sse: forwarded.sse,
+        guards: forwarded.guards,
+        usage: None,
+    })
+}
+
+/// One GigaChat call whose body has been read: what [`send_call`] needs of
+/// it, whichever route (and API dialect) it came in by.
+pub(super) struct Call<'a> {
+    pub endpoint: Endpoint,
+    /// The client's request line and headers: the method the call is made
+    /// with, the headers forwarded, and what the cache key reads.
+    pub parts: &'a http::request::Parts,
+    /// The GigaChat path, relative to the base URL (`chat/completions`,
+    /// `v1/models/GigaChat`), as the policy and ownership read it.
+    pub path: &'a str,
+    /// Where the call goes: `path` resolved against the base URL.
+    pub url: Uri,
+    pub body: Bytes,
+    pub checks: BodyChecks,
+}
+
+/// Whether the body still needs the policy's and ownership's checks.
+pub(super) enum BodyChecks {
+    /// Run them here, on the body as it will be sent.
+    Pending,
+    /// The route ran them before it changed the body itself (the OpenAI
+    /// route adds the ids of files it uploaded, which are GigaChat's raw
+    /// ids: ownership would refuse them as no one's).
+    Done {
+        clamped_to: Option<u32>,
+        answer: AnswerRewrite,
+    },
+}
+
+/// Who is calling, as admitted.
+#[derive(Clone, Copy)]
+pub(super) struct Caller<'a> {
+    pub identity: &'a Identity,
+    pub limits: &'a Admission,
+    pub operator: bool,
+}
+
+/// GigaChat's answer, ready for the client (or for a translation).
+pub(super) struct Forwarded {
+    pub response: Response<ProxyBody>,
+    pub sse: bool,
+    /// The limit slots the call holds until the answer's body ends.
+    pub guards: Guards,
+    /// The whole answer when it was read before being passed on (a small
+    /// JSON answer); `None` for streams, large bodies and cache hits.
+    pub answer_bytes: Option<Bytes>,
+}
+
+/// Everything between a read body and the answer: the policy's check of
+/// the body, ownership, the cache, the token budget, the stream and
+/// upstream slots, forwarding (retries and the 401 refresh included), the
+/// sealing of what the answer hands out, and the limit headers.
+pub(super) async fn send_call(
+    ready: &Ready,
+    call: Call<'_>,
+    caller: Caller<'_>,
+    request_id: &HeaderValue,
+    log: &mut RequestLog,
+) -> Result<Forwarded, Error> {
+    let Call {
+        endpoint,
+        parts,
+        path,
+        mut url,
+        body,
+        checks,
+    } = call;
+    let Caller {
+        identity,
+        limits,
+        operator,
+    } = caller;
+    let retryable = endpoint.safe_to_repeat(&parts.method);
+    // The policy judges the body as GigaChat will read it, and may lower
+    // its `max_tokens` (the answer's header says so).
+    let (body, max_tokens_clamped_to) = match &checks {
+        BodyChecks::Pending => {
+            let max_tokens_at = MaxTokensAt::of(endpoint, &parts.method, path);
+            let Checked { body, clamped_to } =
+                ready
+                    .config
+                    .policy
+                    .check_body(endpoint, max_tokens_at, body)?;
+            (body, clamped_to)
+        }
+        BodyChecks::Done { clamped_to, .. } => (body, *clamped_to),
+    };
+    let summary = RequestSummary::of(&body);
+    log.model = summary.model;
+    // Ownership: the sealed object ids the call names are opened, or the
+    // call is refused, before anything reaches GigaChat or the cache.
+    let (body, answer_rewrite) = match checks {
+        BodyChecks::Pending => {
+            let checked = ready.ownership.check_call(
+                &identity.key,
+                operator,
+                endpoint,
+                &parts.method,
+                path,
+                parts.uri.query(),
+                &body,
+            )?;
+            if checked.path.is_some() || checked.query.is_some() {
+                url = ready.base.resolve(
+                    checked.path.as_deref().unwrap_or(path),
+                    checked.query.as_deref().or(parts.uri.query()),
+                )?;
+            }
+            (checked.body.unwrap_or(body), checked.answer)
+        }
+        BodyChecks::Done { answer, .. } => (body, answer),
+    };
     // A cached answer skips the stream slot, the upstream slot and the
     // token; authentication and the rate limit above still apply. The
     // outcome travels in the response's extensions (`cache::CacheOutcome`).
-    let cache_key = ready
-        .cache
-        .key(&parts, endpoint, &url, &body, &identity.key);
+    let cache_key = ready.cache.key(parts, endpoint, &url, &body, &identity.key);
     if let Some(key) = &cache_key
         && let Some(mut response) = ready.cache.lookup(key).await
     {
         limits.apply(response.headers_mut());
         mark_clamped(response.headers_mut(), max_tokens_clamped_to);
-        return Ok(Answer::from(response));
+        return Ok(Forwarded {
+            response,
+            sse: false,
+            guards: Guards::default(),
+            answer_bytes: None,
+        });
     }
     // The token budget reserves this call's estimate before it waits for
     // any slot, so a spent caller is refused at once.
@@ -165,7 +279,7 @@ where
     crate::headers::forward_request_headers(&parts.headers, &mut headers);
     headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
     let outgoing = Outgoing {
-        method: parts.method,
+        method: parts.method.clone(),
         url,
         headers,
         body,
@@ -185,7 +299,7 @@ where
         .ownership
         .seal_answer(
             &identity.key,
-            checked.answer,
+            answer_rewrite,
             &mut response,
             sse,
             &mut answer_bytes,
@@ -210,11 +324,11 @@ where
     limits.apply(response.headers_mut());
     mark_clamped(response.headers_mut(), max_tokens_clamped_to);
     guards.apply_budget_headers(response.headers_mut());
-    Ok(Answer {
+    Ok(Forwarded {
         response,
         sse,
         guards,
-        usage: None,
+        answer_bytes,
     })
 }
 

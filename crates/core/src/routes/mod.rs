@@ -7,7 +7,9 @@ pub mod api;
 mod budget;
 pub mod health;
 pub mod oauth;
+mod openai;
 mod request_body;
+mod ui_chat;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -16,13 +18,17 @@ use crate::Proxy;
 use crate::body::{BoxError, ProxyBody};
 use crate::cache::CacheOutcome;
 use crate::cors::{Cors, Verdict};
-use crate::error::Error;
+use crate::error::{Dialect, Error};
 use crate::limits::{Guards, RateLimitOutcome};
 use crate::observe::{RequestLog, TrackedBody};
 use http_body_util::BodyExt;
 use request_body::RequestBody;
 
 pub const API_PREFIX: &str = "/api/gigachat-api/";
+/// OpenAI's API (`baseURL` …`/api/gigachat-openai/v1`), translated.
+pub const OPENAI_PREFIX: &str = "/api/gigachat-openai/";
+/// The Vercel AI SDK's `useChat` (`DefaultChatTransport({ api })`).
+pub const CHAT_PATH: &str = "/api/gigachat-chat";
 pub const OAUTH_PATH: &str = "/api/gigachat-oauth";
 pub const HEALTH_PATH: &str = "/api/gigachat-health";
 pub const BUDGET_PATH: &str = "/api/gigachat-budget";
@@ -72,7 +78,9 @@ where
             cors.apply_preflight(origin.clone(), response.headers_mut());
             Ok(Answer::from(response))
         }
-        _ if method == Method::OPTIONS => options_response(route).map(Answer::from),
+        _ if method == Method::OPTIONS => {
+            options_response(route, request.uri().path()).map(Answer::from)
+        }
         _ => match route {
             // Boxed: their states are kilobytes, and hyper moves the future
             // they are part of once per request; a pointer moves for free.
@@ -95,6 +103,26 @@ where
                 ))
                 .await
             }
+            Route::OpenAi => {
+                Box::pin(openai::handle(
+                    proxy,
+                    request,
+                    &mut body,
+                    &request_id,
+                    &mut log,
+                ))
+                .await
+            }
+            Route::UiChat => {
+                Box::pin(ui_chat::handle(
+                    proxy,
+                    request,
+                    &mut body,
+                    &request_id,
+                    &mut log,
+                ))
+                .await
+            }
             Route::None => Err(Error::RouteNotFound),
         },
     };
@@ -108,7 +136,7 @@ where
             if err.refused_by_a_limit() {
                 log.rate_limit = RateLimitOutcome::Limited;
             }
-            Answer::from(err.into_response(&log.request_id))
+            Answer::from(err.into_response_in(route.dialect(), &log.request_id))
         }
     };
     let (mut parts, response_body) = answer.response.into_parts();
@@ -187,6 +215,8 @@ enum Route {
     Health,
     OAuth,
     Api,
+    OpenAi,
+    UiChat,
     Budget,
     None,
 }
@@ -199,6 +229,10 @@ impl Route {
             Route::OAuth
         } else if path.starts_with(API_PREFIX) {
             Route::Api
+        } else if path.starts_with(OPENAI_PREFIX) || path == "/api/gigachat-openai" {
+            Route::OpenAi
+        } else if path == CHAT_PATH || path.starts_with("/api/gigachat-chat/") {
+            Route::UiChat
         } else if path == BUDGET_PATH || path == "/api/gigachat-budget/" {
             Route::Budget
         } else {
@@ -211,17 +245,30 @@ impl Route {
             Route::Health => "health",
             Route::OAuth => "oauth",
             Route::Api => "api",
+            Route::OpenAi => "openai",
+            Route::UiChat => "chat",
             Route::Budget => "budget",
             Route::None => "none",
+        }
+    }
+
+    /// The error shape of the route's answers: the shape its clients read.
+    fn dialect(self) -> Dialect {
+        match self {
+            Route::OpenAi => Dialect::OpenAi,
+            Route::UiChat => Dialect::UiChat,
+            _ => Dialect::GigaChat,
         }
     }
 }
 
 /// `OPTIONS` that is not a CORS preflight (no `Origin`): the methods the
 /// route answers, the same list its `405`s name.
-fn options_response(route: Route) -> Result<Response<ProxyBody>, Error> {
+fn options_response(route: Route, path: &str) -> Result<Response<ProxyBody>, Error> {
     let allow = match route {
         Route::Api => api::ALLOW,
+        Route::OpenAi => openai::allow(path)?,
+        Route::UiChat => ui_chat::allow(path)?,
         Route::OAuth => "POST, OPTIONS",
         Route::Health | Route::Budget => "GET, HEAD, OPTIONS",
         Route::None => return Err(Error::RouteNotFound),

@@ -16,9 +16,15 @@
 //! records the ids it sealed, so `GET files` lists what this instance saw
 //! the caller create.
 //!
-//! Calls that belong to nobody in particular (`balance`, threads,
-//! assistants and batches until they are sealed too, anything the proxy
-//! does not know) are for the operator's identities only.
+//! Batches are sealed the same way: the `id` a batch is created with, the
+//! `batch_id` it is asked for by (in the query) and the `output_file_id`
+//! its results are downloaded by (as a file). The lines of a batch are
+//! checked like chat bodies: every file, thread or assistant they name
+//! must be the caller's.
+//!
+//! Calls that belong to nobody in particular (`balance`, threads and
+//! assistants until they are sealed too, anything the proxy does not know)
+//! are for the operator's identities only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,6 +33,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{Response, StatusCode, header};
 use http_body_util::BodyExt;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -51,6 +58,14 @@ const TAG_LEN: usize = TAG_BYTES * 2;
 /// missing from `GET files`).
 const MAX_IDENTITIES: usize = 100_000;
 const MAX_OBJECTS_PER_IDENTITY: usize = 10_000;
+
+/// Everything but the characters no server reads as a separator or an
+/// escape.
+const QUERY_STRICT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 pub(crate) const VAR_OWNERSHIP: &str = "GIGACHAT_PROXY_OWNERSHIP";
 pub(crate) const VAR_ADMIN_KEYS: &str = "GIGACHAT_PROXY_ADMIN_KEYS";
@@ -105,7 +120,7 @@ impl OwnershipConfig {
 }
 
 /// What the answer to a checked call needs done to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AnswerRewrite {
     /// Passes through as it is.
     None,
@@ -118,6 +133,13 @@ pub(crate) enum AnswerRewrite {
     /// A chat answer: generated files (`<img src>`, v2 `files` parts) are
     /// sealed and recorded.
     Chat,
+    /// A created batch: its `id` is sealed and recorded.
+    BatchCreated,
+    /// `{"batches":[Batch…]}`: only the caller's batches, `id` and
+    /// `output_file_id` sealed. `asked` holds the raw ids the query named
+    /// (`batch_id`), which are the caller's whether or not this instance
+    /// recorded them; with none asked, the caller's recorded batches.
+    Batches { asked: Box<[String]> },
 }
 
 /// A call that may go ahead, with what changes on its way.
@@ -125,6 +147,8 @@ pub(crate) enum AnswerRewrite {
 pub(crate) struct Checked {
     /// The client path with sealed ids opened, when it had any.
     pub(crate) path: Option<String>,
+    /// The query with sealed ids opened, when it had any.
+    pub(crate) query: Option<String>,
     /// The body with sealed ids opened, when it is rewritten.
     pub(crate) body: Option<Bytes>,
     pub(crate) answer: AnswerRewrite,
@@ -134,6 +158,7 @@ impl Checked {
     fn pass() -> Self {
         Self {
             path: None,
+            query: None,
             body: None,
             answer: AnswerRewrite::None,
         }
@@ -176,15 +201,40 @@ impl Ownership {
         identity.operator || self.admins.contains(&identity.key)
     }
 
-    /// Checks a call before it is forwarded: opens the sealed ids it uses
-    /// (refusing any that is not the caller's) and says what its answer
-    /// needs. Operators and a proxy with ownership off pass unchanged.
+    /// [`Ownership::check_call`] for a call whose query names no object
+    /// (a chat the OpenAI route translated).
     pub(crate) fn check_request(
         &self,
         identity: &str,
         operator: bool,
         endpoint: Endpoint,
         client_path: &str,
+        body: &Bytes,
+    ) -> Result<Checked, Error> {
+        self.check_call(
+            identity,
+            operator,
+            endpoint,
+            &http::Method::POST,
+            client_path,
+            None,
+            body,
+        )
+    }
+
+    /// Checks a call before it is forwarded: opens the sealed ids it uses
+    /// in its path, query and body (refusing any that is not the caller's)
+    /// and says what its answer needs. Operators and a proxy with ownership
+    /// off pass unchanged.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn check_call(
+        &self,
+        identity: &str,
+        operator: bool,
+        endpoint: Endpoint,
+        method: &http::Method,
+        client_path: &str,
+        query: Option<&str>,
         body: &Bytes,
     ) -> Result<Checked, Error> {
         if !self.enabled || operator {
@@ -197,20 +247,22 @@ impl Ownership {
             Endpoint::Chat | Endpoint::ChatV2 => {
                 return Ok(Checked {
                     path: None,
+                    query: None,
                     body: Some(self.open_chat_body(identity, body)?),
                     answer: AnswerRewrite::Chat,
                 });
+            }
+            Endpoint::Batches => {
+                return self.check_batches(identity, method, client_path, query, body);
             }
             Endpoint::FileUpload => AnswerRewrite::File,
             Endpoint::FilesList => AnswerRewrite::FileList,
             Endpoint::FileInfo => AnswerRewrite::File,
             Endpoint::FileContent => AnswerRewrite::None,
             Endpoint::FileDelete => AnswerRewrite::Deleted,
-            Endpoint::Balance
-            | Endpoint::Threads
-            | Endpoint::Assistants
-            | Endpoint::Batches
-            | Endpoint::Other => return Err(Error::OperatorOnly),
+            Endpoint::Balance | Endpoint::Threads | Endpoint::Assistants | Endpoint::Other => {
+                return Err(Error::OperatorOnly);
+            }
         };
         let path = match endpoint {
             Endpoint::FileInfo | Endpoint::FileContent | Endpoint::FileDelete => {
@@ -220,9 +272,193 @@ impl Ownership {
         };
         Ok(Checked {
             path,
+            query: None,
             body: None,
             answer,
         })
+    }
+
+    /// `POST batches?method=…` (a JSONL body) and `GET batches[?batch_id=]`:
+    /// the `batch_id`s of the query and the objects the lines name are
+    /// opened; any other batch call is the operator's.
+    fn check_batches(
+        &self,
+        identity: &str,
+        method: &http::Method,
+        client_path: &str,
+        query: Option<&str>,
+        body: &Bytes,
+    ) -> Result<Checked, Error> {
+        if split_version(client_path).1 != "batches" {
+            return Err(Error::OperatorOnly);
+        }
+        let (query, asked) = self.open_batch_query(identity, query)?;
+        match *method {
+            http::Method::POST => Ok(Checked {
+                path: None,
+                query,
+                body: Some(self.open_batch_body(identity, body)?),
+                answer: AnswerRewrite::BatchCreated,
+            }),
+            http::Method::GET | http::Method::HEAD => Ok(Checked {
+                path: None,
+                query,
+                body: None,
+                answer: AnswerRewrite::Batches {
+                    asked: asked.into_boxed_slice(),
+                },
+            }),
+            _ => Err(Error::OperatorOnly),
+        }
+    }
+
+    /// The query rebuilt with every `batch_id` opened, and the raw ids.
+    /// Names and values are read decoded (`batch%5Fid` is `batch_id` to a
+    /// server too) and the whole query is written back encoded strictly,
+    /// so what GigaChat reads is exactly what was checked, whatever it
+    /// takes for a separator (`;` included).
+    fn open_batch_query(
+        &self,
+        identity: &str,
+        query: Option<&str>,
+    ) -> Result<(Option<String>, Vec<String>), Error> {
+        let Some(query) = query.filter(|query| !query.is_empty()) else {
+            return Ok((None, Vec::new()));
+        };
+        let decode = |text: &str| -> Result<String, Error> {
+            let spaced = text.replace('+', " ");
+            percent_decode_str(&spaced)
+                .decode_utf8()
+                .map(|text| text.into_owned())
+                .map_err(|_| Error::ObjectNotFound("Batch"))
+        };
+        let mut rebuilt = String::with_capacity(query.len());
+        let mut asked = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(name)?;
+            let mut value = decode(value)?;
+            if name == "batch_id" {
+                value = self
+                    .open(identity, &value)
+                    .ok_or(Error::ObjectNotFound("Batch"))?
+                    .to_owned();
+                asked.push(value.clone());
+            }
+            if !rebuilt.is_empty() {
+                rebuilt.push('&');
+            }
+            rebuilt.extend(utf8_percent_encode(&name, QUERY_STRICT));
+            rebuilt.push('=');
+            rebuilt.extend(utf8_percent_encode(&value, QUERY_STRICT));
+        }
+        Ok((Some(rebuilt), asked))
+    }
+
+    /// Opens what every line of a JSONL batch names (files, threads,
+    /// assistants), wherever in the line it is: a batch line's shape is
+    /// GigaChat's to define, so any key that carries an object id is
+    /// checked rather than only the places a chat body has them. Each line
+    /// is sent as parsed, so GigaChat reads what was checked.
+    fn open_batch_body(&self, identity: &str, body: &Bytes) -> Result<Bytes, Error> {
+        let text = std::str::from_utf8(body).map_err(|_| batch_line_error(0))?;
+        let mut out = String::with_capacity(body.len() + body.len() / 8);
+        for (index, line) in text.split('\n').enumerate() {
+            if index > 0 {
+                out.push('\n');
+            }
+            if line.trim().is_empty() {
+                out.push_str(line);
+                continue;
+            }
+            let mut json: Value =
+                serde_json::from_str(line).map_err(|_| batch_line_error(index + 1))?;
+            if !json.is_object() {
+                return Err(batch_line_error(index + 1));
+            }
+            self.open_references(identity, &mut json)?;
+            let written = serde_json::to_string(&json).map_err(|_| batch_line_error(index + 1))?;
+            // Characters some line readers end a line at, escaped so one
+            // checked line stays one line to any reader.
+            for c in written.chars() {
+                match c {
+                    '\u{85}' => out.push_str("\\u0085"),
+                    '\u{2028}' => out.push_str("\\u2028"),
+                    '\u{2029}' => out.push_str("\\u2029"),
+                    c => out.push(c),
+                }
+            }
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Opens, in place, every id under a key that names an object:
+    /// `attachments`, `files`, `file_ids`, `file_id` (files; strings, or
+    /// objects with `id`/`file_id`), `thread_id`; `assistant_id` is not
+    /// sealed yet, so it is the operator's.
+    fn open_references(&self, identity: &str, value: &mut Value) -> Result<(), Error> {
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    self.open_references(identity, item)?;
+                }
+            }
+            Value::Object(object) => {
+                for (key, slot) in object.iter_mut() {
+                    match (key.as_str(), slot) {
+                        ("attachments" | "files" | "file_ids" | "file_id", slot) => {
+                            self.open_file_references(identity, slot)?;
+                        }
+                        ("thread_id", Value::String(sealed)) => {
+                            *sealed = self
+                                .open(identity, sealed)
+                                .ok_or(Error::ObjectNotFound("Thread"))?
+                                .to_owned();
+                        }
+                        ("assistant_id", Value::Null) => {}
+                        ("assistant_id", _) => return Err(Error::OperatorOnly),
+                        (_, slot) => self.open_references(identity, slot)?,
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn open_file_references(&self, identity: &str, slot: &mut Value) -> Result<(), Error> {
+        match slot {
+            Value::String(sealed) => {
+                *sealed = self
+                    .open(identity, sealed)
+                    .ok_or(Error::ObjectNotFound("File"))?
+                    .to_owned();
+                Ok(())
+            }
+            Value::Array(items) => {
+                for item in items {
+                    match item {
+                        Value::Object(object) => {
+                            for key in ["id", "file_id"] {
+                                if let Some(id) = object.get_mut(key) {
+                                    self.open_file_references(identity, id)?;
+                                }
+                            }
+                            for (key, inner) in object.iter_mut() {
+                                if key != "id" && key != "file_id" {
+                                    self.open_references(identity, inner)?;
+                                }
+                            }
+                        }
+                        other => self.open_file_references(identity, other)?,
+                    }
+                }
+                Ok(())
+            }
+            Value::Object(_) => self.open_references(identity, slot),
+            Value::Null => Ok(()),
+            _ => Err(Error::ObjectNotFound("File")),
+        }
     }
 
     /// `[vN/]files/{sealed}[/…]` → the same path with the id opened.
@@ -362,14 +598,15 @@ impl Ownership {
             }
             return Ok(());
         }
-        let owned = match rewrite {
+        let owned = match &rewrite {
             AnswerRewrite::FileList => self.owned(identity).await,
+            AnswerRewrite::Batches { asked } if asked.is_empty() => self.owned(identity).await,
             _ => HashSet::new(),
         };
         let mut ledger = Ledger::default();
         let sealed = answer_bytes
             .as_ref()
-            .and_then(|bytes| self.rewrite_answer(identity, rewrite, bytes, &owned, &mut ledger));
+            .and_then(|bytes| self.rewrite_answer(identity, &rewrite, bytes, &owned, &mut ledger));
         self.remember(identity, &ledger).await;
         match sealed {
             Some(bytes) => {
@@ -381,6 +618,9 @@ impl Ownership {
             None if rewrite == AnswerRewrite::FileList => Err(Error::Internal(
                 "GigaChat's file list could not be read to keep only the caller's files",
             )),
+            None if matches!(rewrite, AnswerRewrite::Batches { .. }) => Err(Error::Internal(
+                "GigaChat's batch list could not be read to keep only the caller's batches",
+            )),
             None => Ok(()),
         }
     }
@@ -391,13 +631,13 @@ impl Ownership {
     fn rewrite_answer(
         &self,
         identity: &str,
-        rewrite: AnswerRewrite,
+        rewrite: &AnswerRewrite,
         answer: &[u8],
         owned: &HashSet<String>,
         ledger: &mut Ledger,
     ) -> Option<Bytes> {
         // Most chat answers name no file: they pass without a parse.
-        if rewrite == AnswerRewrite::Chat
+        if *rewrite == AnswerRewrite::Chat
             && !contains(answer, b"src=")
             && !contains(answer, b"cover=")
             && !contains(answer, b"\"files\"")
@@ -435,8 +675,39 @@ impl Ownership {
                 }
                 self.seal_chat_answer(identity, &mut json, ledger);
             }
+            AnswerRewrite::BatchCreated => {
+                let raw = self.seal_field(identity, json.get_mut("id")?)?;
+                ledger.added.push(raw);
+                self.seal_batch_files(identity, &mut json, ledger);
+            }
+            AnswerRewrite::Batches { asked } => {
+                let batches = json.get_mut("batches")?.as_array_mut()?;
+                batches.retain(|batch| {
+                    batch.get("id").and_then(Value::as_str).is_some_and(|id| {
+                        owned.contains(id) || asked.iter().any(|asked| asked == id)
+                    })
+                });
+                for batch in batches.iter_mut() {
+                    self.seal_field(identity, batch.get_mut("id")?)?;
+                    self.seal_batch_files(identity, batch, ledger);
+                }
+            }
         }
         serde_json::to_vec(&json).ok().map(Bytes::from)
+    }
+
+    /// Seals the files a batch names (its results, and its input where
+    /// GigaChat names one) and records them, so the owner downloads the
+    /// results through `files/{id}/content` and finds them in `GET files`.
+    fn seal_batch_files(&self, identity: &str, batch: &mut Value, ledger: &mut Ledger) {
+        for key in ["output_file_id", "input_file_id"] {
+            if let Some(raw) = batch
+                .get_mut(key)
+                .and_then(|slot| self.seal_field(identity, slot))
+            {
+                ledger.added.push(raw);
+            }
+        }
     }
 
     /// Seals one event of a streamed chat answer: the generated files in
@@ -679,6 +950,21 @@ impl Ownership {
     }
 }
 
+/// A batch body the proxy cannot check line by line; `line` 0 when the
+/// body is not text at all.
+fn batch_line_error(line: usize) -> Error {
+    Error::InvalidRequest {
+        message: if line == 0 {
+            "the batch is not UTF-8 text".to_owned()
+        } else {
+            format!("line {line} of the batch is not a JSON object")
+        },
+        param: (line > 0).then(|| format!("line {line}")),
+        code: "batch_not_jsonl",
+        hint: "Send a batch as JSONL (one JSON object per line), naming only files, threads and assistants this proxy gave you.",
+    }
+}
+
 /// What one answer created and deleted, for the lists.
 #[derive(Debug, Default)]
 struct Ledger {
@@ -810,7 +1096,7 @@ fn tag_key(secret: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     const ALICE: &str = "key:aaaaaaaaaaaa";
@@ -848,7 +1134,7 @@ mod tests {
         let mut ledger = Ledger::default();
         let owned = own.owned_in_memory(identity);
         let bytes = own
-            .rewrite_answer(identity, rewrite, answer, &owned, &mut ledger)
+            .rewrite_answer(identity, &rewrite, answer, &owned, &mut ledger)
             .unwrap();
         own.remember_in_memory(identity, &ledger);
         serde_json::from_slice(&bytes).unwrap()
@@ -1157,5 +1443,277 @@ mod tests {
         rewrite(&own, ALICE, AnswerRewrite::Deleted, deleted.as_bytes());
         let mine = rewrite(&own, ALICE, AnswerRewrite::FileList, list.as_bytes());
         assert!(mine["data"].as_array().unwrap().is_empty());
+    }
+
+    fn batch_call(
+        own: &Ownership,
+        identity: &str,
+        method: http::Method,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Checked, Error> {
+        own.check_call(
+            identity,
+            false,
+            Endpoint::Batches,
+            &method,
+            "batches",
+            query,
+            &Bytes::copy_from_slice(body),
+        )
+    }
+
+    #[test]
+    fn batch_queries_open_for_the_owner_only_and_are_sent_as_checked() {
+        let own = ownership();
+        let sealed = own.seal(ALICE, ID);
+        let query = format!("batch_id={sealed}");
+        let checked = batch_call(&own, ALICE, http::Method::GET, Some(&query), b"").unwrap();
+        assert_eq!(
+            checked.query.as_deref(),
+            Some(format!("batch_id={ID}").as_str())
+        );
+        assert_eq!(
+            checked.answer,
+            AnswerRewrite::Batches {
+                asked: vec![ID.to_owned()].into_boxed_slice()
+            }
+        );
+        // The tag encoded the way some clients encode `~` opens too.
+        let encoded = format!("batch_id={}", sealed.replace('~', "%7E"));
+        let checked = batch_call(&own, ALICE, http::Method::GET, Some(&encoded), b"").unwrap();
+        assert_eq!(
+            checked.query.as_deref(),
+            Some(format!("batch_id={ID}").as_str())
+        );
+        // Another identity, the raw id, an encoded name, a duplicate: none
+        // reaches GigaChat.
+        for foreign in [
+            (BOB, query.clone()),
+            (ALICE, format!("batch_id={ID}")),
+            (ALICE, format!("batch%5Fid={ID}")),
+            (ALICE, format!("batch_id={sealed}&batch_id={ID}")),
+            (ALICE, "batch_id=".to_owned()),
+            (ALICE, "batch_id=%FF".to_owned()),
+        ] {
+            assert!(
+                matches!(
+                    batch_call(&own, foreign.0, http::Method::GET, Some(&foreign.1), b""),
+                    Err(Error::ObjectNotFound("Batch"))
+                ),
+                "{foreign:?}"
+            );
+        }
+        // A separator the proxy does not split at is sent encoded, so no
+        // server can read a `batch_id` in it.
+        let checked = batch_call(
+            &own,
+            ALICE,
+            http::Method::GET,
+            Some(&format!("x=1;batch_id={ID}")),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(
+            checked.query.as_deref(),
+            Some(format!("x=1%3Bbatch_id%3D{ID}").as_str())
+        );
+        // The list asks for no batch: the caller's recorded ones answer.
+        let listed = batch_call(&own, ALICE, http::Method::GET, None, b"").unwrap();
+        assert_eq!(
+            listed.answer,
+            AnswerRewrite::Batches {
+                asked: Box::new([])
+            }
+        );
+        assert!(listed.query.is_none());
+        // Calls GigaChat's batch API does not have are the operator's.
+        assert!(matches!(
+            batch_call(&own, ALICE, http::Method::DELETE, None, b""),
+            Err(Error::OperatorOnly)
+        ));
+        assert!(matches!(
+            own.check_call(
+                ALICE,
+                false,
+                Endpoint::Batches,
+                &http::Method::GET,
+                "batches/x",
+                None,
+                &Bytes::new()
+            ),
+            Err(Error::OperatorOnly)
+        ));
+        // The operator passes unchanged.
+        let operator = own
+            .check_call(
+                "sub:root",
+                true,
+                Endpoint::Batches,
+                &http::Method::GET,
+                "batches",
+                Some(&format!("batch_id={ID}")),
+                &Bytes::new(),
+            )
+            .unwrap();
+        assert!(operator.query.is_none() && operator.answer == AnswerRewrite::None);
+    }
+
+    #[test]
+    fn batch_lines_carry_only_the_callers_objects() {
+        let own = ownership();
+        let sealed = own.seal(ALICE, ID);
+        let thread = own.seal(ALICE, "thread-1");
+        let body = format!(
+            "{}\n\n{}\r\n{}\n",
+            serde_json::json!({"key": "1", "request": {"model": "GigaChat", "messages": [
+                {"role": "user", "content": "x\u{2028}y", "attachments": [sealed]}]}}),
+            serde_json::json!({"key": "2", "request": {"messages": [
+                {"role": "user", "content": [{"text": "x"}, {"files": [{"id": sealed}]}]}],
+                "storage": {"thread_id": thread}}}),
+            serde_json::json!({"key": "3", "request": {"model": "Embeddings", "input": ["a"],
+                "functions": [{"name": "f", "parameters": {"properties": {"files": {"type": "array"}}}}]}}),
+        );
+        let checked = batch_call(
+            &own,
+            ALICE,
+            http::Method::POST,
+            Some("method=chat_completions"),
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(checked.answer, AnswerRewrite::BatchCreated);
+        assert_eq!(checked.query.as_deref(), Some("method=chat_completions"));
+        let sent = String::from_utf8(checked.body.unwrap().to_vec()).unwrap();
+        let lines: Vec<&str> = sent.split('\n').collect();
+        assert_eq!(lines.len(), 5, "{sent}");
+        assert!(lines[1].is_empty() && lines[4].is_empty());
+        // A line separator inside a string is escaped: one line stays one.
+        assert!(lines[0].contains("\\u2028") && !lines[0].contains('\u{2028}'));
+        let first: Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first["request"]["messages"][0]["attachments"][0], ID);
+        assert_eq!(first["request"]["messages"][0]["content"], "x\u{2028}y");
+        let second: Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(
+            second["request"]["messages"][0]["content"][1]["files"][0]["id"],
+            ID
+        );
+        assert_eq!(second["request"]["storage"]["thread_id"], "thread-1");
+        // Another identity, or a raw id anywhere a file is named, is the
+        // 404 of a missing file.
+        assert!(matches!(
+            batch_call(&own, BOB, http::Method::POST, None, body.as_bytes()),
+            Err(Error::ObjectNotFound("File"))
+        ));
+        for foreign in [
+            format!(r#"{{"request":{{"messages":[{{"attachments":["{ID}"]}}]}}}}"#),
+            format!(r#"{{"body":{{"file_ids":["{ID}"]}}}}"#),
+            format!(r#"{{"request":{{"files":[{{"file_id":"{ID}"}}]}}}}"#),
+            r#"{"request":{"messages":[{"attachments":[7]}]}}"#.to_owned(),
+        ] {
+            assert!(
+                matches!(
+                    batch_call(&own, ALICE, http::Method::POST, None, foreign.as_bytes()),
+                    Err(Error::ObjectNotFound("File"))
+                ),
+                "{foreign}"
+            );
+        }
+        assert!(matches!(
+            batch_call(
+                &own,
+                BOB,
+                http::Method::POST,
+                None,
+                format!(r#"{{"request":{{"storage":{{"thread_id":"{thread}"}}}}}}"#).as_bytes()
+            ),
+            Err(Error::ObjectNotFound("Thread"))
+        ));
+        assert!(matches!(
+            batch_call(
+                &own,
+                ALICE,
+                http::Method::POST,
+                None,
+                br#"{"request":{"assistant_id":"a"}}"#
+            ),
+            Err(Error::OperatorOnly)
+        ));
+        for (unreadable, line) in [
+            (&b"{\"a\":1}\n{bad"[..], Some("line 2")),
+            (b"[1]", Some("line 1")),
+            (b"{\"a\":1}\r{\"b\":2}", Some("line 1")),
+            (b"\xff", None),
+        ] {
+            match batch_call(&own, ALICE, http::Method::POST, None, unreadable) {
+                Err(Error::InvalidRequest { param, code, .. }) => {
+                    assert_eq!(param.as_deref(), line);
+                    assert_eq!(code, "batch_not_jsonl");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn batch_answers_are_sealed_and_lists_hold_only_the_callers_batches() {
+        let own = ownership();
+        let created = rewrite(
+            &own,
+            ALICE,
+            AnswerRewrite::BatchCreated,
+            br#"{"id":"b-1","method":"chat_completions","request_counts":{"total":2},"status":"created"}"#,
+        );
+        let sealed = created["id"].as_str().unwrap().to_owned();
+        assert_eq!(own.open(ALICE, &sealed), Some("b-1"));
+        assert_eq!(created["request_counts"]["total"], 2);
+        let list = br#"{"batches":[{"id":"b-1","status":"completed","output_file_id":"out-1"},{"id":"b-2","output_file_id":"out-2"}]}"#;
+        let listed = |identity: &str, asked: &[&str]| {
+            rewrite(
+                &own,
+                identity,
+                AnswerRewrite::Batches {
+                    asked: asked.iter().map(|id| (*id).to_owned()).collect(),
+                },
+                list,
+            )
+        };
+        let mine = listed(ALICE, &[]);
+        let batches = mine["batches"].as_array().unwrap();
+        assert_eq!(batches.len(), 1, "{mine}");
+        assert_eq!(batches[0]["id"], sealed.as_str());
+        let output = batches[0]["output_file_id"].as_str().unwrap();
+        assert_eq!(own.open(ALICE, output), Some("out-1"));
+        assert_eq!(own.open(BOB, output), None);
+        // The results are the owner's file: listed, and downloadable.
+        assert!(own.owned_in_memory(ALICE).contains("out-1"));
+        let path = format!("files/{output}/content");
+        let checked = own
+            .check_request(ALICE, false, Endpoint::FileContent, &path, &Bytes::new())
+            .unwrap();
+        assert_eq!(checked.path.as_deref(), Some("files/out-1/content"));
+        assert!(listed(BOB, &[])["batches"].as_array().unwrap().is_empty());
+        // A batch asked for by its sealed id is the caller's even where
+        // this instance has no record of it (another instance created it).
+        let asked = listed(BOB, &["b-2"]);
+        assert_eq!(asked["batches"].as_array().unwrap().len(), 1, "{asked}");
+        assert_eq!(
+            own.open(BOB, asked["batches"][0]["id"].as_str().unwrap()),
+            Some("b-2")
+        );
+        // A list that cannot be read is not passed on.
+        let mut ledger = Ledger::default();
+        assert!(
+            own.rewrite_answer(
+                ALICE,
+                &AnswerRewrite::Batches {
+                    asked: Box::new([])
+                },
+                br#"{"data":[]}"#,
+                &HashSet::new(),
+                &mut ledger
+            )
+            .is_none()
+        );
     }
 }

@@ -7,6 +7,9 @@
 //!   messages, roles, samplers, `max_tokens`, `stream`) and the refusals;
 //! - `functions.rs`: v1 function calling (declarations, `function_call`,
 //!   sample arguments);
+//! - `history.rs`: v1 function calls and results sent back in `messages`
+//!   (one call per message, each answered by a JSON-object result);
+//! - `attachments.rs`: v1 `attachments` (file ids, image limits);
 //! - `reply.rs`: the deterministic echo reply, its truncation and its cut
 //!   into stream pieces;
 //! - `v1.rs`, `v2.rs`: each flavour's request plan and wire types.
@@ -15,12 +18,15 @@ use http::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
 
+mod attachments;
 mod functions;
+mod history;
 mod reply;
 mod v1;
 mod v2;
 mod validate;
 
+pub(crate) use attachments::{AttachedFile, media_kind};
 pub(crate) use v1::{plan_v1, v1_body, v1_events};
 pub(crate) use v2::{plan_v2, v2_body, v2_events};
 

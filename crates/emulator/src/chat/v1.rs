@@ -5,12 +5,15 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::attachments::{self, FileLookup, mention};
 use super::functions::{FunctionMode, FunctionSpec, function_call_mode, functions, sample};
+use super::history::{called_function, function_result, unanswered};
 use super::reply::{echo, finish_text, pieces};
 use super::validate::{
     chat_model, check_sampling, invalid, max_tokens, messages, parse_object, role_of, stream_flag,
 };
 use super::{ChatError, Plan, Reply, to_bytes};
+use crate::faults::FunctionCallChunk;
 use crate::models;
 use crate::sse::data_event;
 use crate::util::count_tokens;
@@ -24,14 +27,33 @@ const V1_ROLES: [&str; 6] = [
     "function_in_progress",
 ];
 
-/// Validates a v1 request and decides the answer.
-pub(crate) fn plan_v1(body: &[u8]) -> Result<Plan, ChatError> {
+/// The first JSON object written out in `text`, else `{"answer": <echo>}`.
+fn json_answer(text: &str) -> String {
+    for (start, _) in text.match_indices('{') {
+        let mut objects = serde_json::Deserializer::from_str(&text[start..]).into_iter::<Value>();
+        if let Some(Ok(object @ Value::Object(_))) = objects.next() {
+            return object.to_string();
+        }
+    }
+    serde_json::json!({ "answer": echo(text) }).to_string()
+}
+
+/// Validates a v1 request and decides the answer. `files` resolves the
+/// ids of `attachments` in the emulator's file storage.
+pub(crate) fn plan_v1(body: &[u8], files: FileLookup<'_>) -> Result<Plan, ChatError> {
     let obj = parse_object(body)?;
     let model = chat_model(&obj)?;
     let msgs = messages(&obj)?;
     let mut prompt_text = String::new();
     let mut last_user = String::new();
+    let mut last_user_files = Vec::new();
+    let mut asks_for_json = false;
     let mut last_role = "";
+    // The function the previous message called, awaiting its result.
+    let mut pending: Option<&str> = None;
+    // The last message's function result, when it is one.
+    let mut last_result = None;
+    let mut images = 0;
     for (idx, msg) in msgs.iter().enumerate() {
         if !msg.is_object() {
             return Err(invalid(format!("messages[{idx}] must be an object")));
@@ -44,17 +66,34 @@ pub(crate) fn plan_v1(body: &[u8]) -> Result<Plan, ChatError> {
                 return Err(invalid(format!("messages[{idx}].content must be a string")));
             }
         };
+        let called = called_function(msg, role, idx)?;
+        last_result = None;
+        if role == "function" {
+            last_result = Some(function_result(msg, content, idx, pending.take())?);
+        } else if pending.is_some() {
+            return Err(unanswered());
+        }
+        pending = called;
+        let attached = attachments::check_message(msg, idx, files, &mut images)?;
         prompt_text.push_str(content);
+        if role == "system" && content.to_ascii_lowercase().contains("json") {
+            asks_for_json = true;
+        }
         if role == "user" {
             last_user = content.to_owned();
+            last_user_files = attached;
         }
         last_role = role;
+    }
+    if pending.is_some() {
+        return Err(unanswered());
     }
     check_sampling(&obj)?;
     let max_tokens = max_tokens(&obj)?;
     let stream = stream_flag(&obj)?;
     let functions = functions(&obj)?;
     let forced = function_call_mode(&obj, &functions)?;
+    let schema = response_schema(&obj)?;
 
     let called = match forced {
         FunctionMode::None => None,
@@ -95,7 +134,19 @@ pub(crate) fn plan_v1(body: &[u8]) -> Result<Plan, ChatError> {
             completion_tokens,
         });
     }
-    let (reply, finish_reason, completion_tokens) = finish_text(echo(&last_user), max_tokens);
+    let text = match (last_result, schema) {
+        (_, Some(schema)) => sample(schema, &last_user, 0).to_string(),
+        // The answer after a function result is built from that result, so
+        // a tool round trip's final answer shows the tool's output.
+        (Some((name, result)), None) => {
+            format!("{name} returned {}", Value::Object(result))
+        }
+        // A model told to answer in JSON does: the object the user wrote
+        // out, if any, else the echo wrapped in one.
+        (None, None) if asks_for_json => json_answer(&last_user),
+        (None, None) => format!("{}{}", echo(&last_user), mention(&last_user_files)),
+    };
+    let (reply, finish_reason, completion_tokens) = finish_text(text, max_tokens);
     Ok(Plan {
         model,
         stream,
@@ -104,6 +155,30 @@ pub(crate) fn plan_v1(body: &[u8]) -> Result<Plan, ChatError> {
         prompt_tokens,
         completion_tokens,
     })
+}
+
+/// `response_format`, as the v1 API takes it: `{"type": "json_schema",
+/// "schema": {...}, "strict": bool}` with the schema at the top level (not
+/// under OpenAI's `json_schema.schema`), or `{"type": "text"}`. The answer
+/// is then a JSON document satisfying the schema.
+fn response_schema(obj: &Map<String, Value>) -> Result<Option<&Value>, ChatError> {
+    let format = match obj.get("response_format") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(format)) => format,
+        Some(_) => return Err(invalid("response_format must be an object")),
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_schema") => match format.get("schema") {
+            Some(schema @ Value::Object(_)) => Ok(Some(schema)),
+            _ => Err(invalid(
+                "response_format.schema is required and must be an object",
+            )),
+        },
+        _ => Err(invalid(
+            "response_format.type must be \"json_schema\" or \"text\"",
+        )),
+    }
 }
 
 // ---- v1 wire types: field order follows GigaChat's recorded answers. ----
@@ -220,8 +295,10 @@ pub(crate) fn v1_body(plan: &Plan, created: u64) -> Vec<u8> {
     })
 }
 
-/// The complete v1 event sequence, one `Bytes` per SSE event.
-pub(crate) fn v1_events(plan: &Plan, created: u64) -> Vec<Bytes> {
+/// The complete v1 event sequence, one `Bytes` per SSE event. A function
+/// call goes where `shape` says: in the finish chunk or in its own chunk
+/// before it.
+pub(crate) fn v1_events(plan: &Plan, created: u64, shape: FunctionCallChunk) -> Vec<Bytes> {
     let model = models::versioned(&plan.model);
     let chunk = |delta: Delta<'_>, finish: Option<&str>, usage: Option<Usage>| {
         data_event(&to_bytes(&Chunk {
@@ -237,6 +314,12 @@ pub(crate) fn v1_events(plan: &Plan, created: u64) -> Vec<Bytes> {
         }))
     };
     let mut events = Vec::new();
+    let mut finish = Delta {
+        content: "",
+        role: None,
+        function_call: None,
+        functions_state_id: None,
+    };
     match &plan.reply {
         Reply::Text(text) => {
             for (i, piece) in pieces(text).into_iter().enumerate() {
@@ -256,27 +339,20 @@ pub(crate) fn v1_events(plan: &Plan, created: u64) -> Vec<Bytes> {
             name,
             arguments,
             state_id,
-        } => events.push(chunk(
-            Delta {
+        } => {
+            let call = Delta {
                 content: "",
                 role: Some("assistant"),
                 function_call: Some(FunctionCallOut { name, arguments }),
                 functions_state_id: Some(state_id),
-            },
-            None,
-            None,
-        )),
+            };
+            match shape {
+                FunctionCallChunk::Finish => finish = call,
+                FunctionCallChunk::Separate => events.push(chunk(call, None, None)),
+            }
+        }
     }
-    events.push(chunk(
-        Delta {
-            content: "",
-            role: None,
-            function_call: None,
-            functions_state_id: None,
-        },
-        Some(plan.finish_reason),
-        Some(usage(plan)),
-    ));
+    events.push(chunk(finish, Some(plan.finish_reason), Some(usage(plan))));
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
     events
 }
@@ -290,7 +366,7 @@ mod tests {
     use super::*;
 
     fn plan(body: &str) -> Result<Plan, ChatError> {
-        plan_v1(body.as_bytes())
+        plan_v1(body.as_bytes(), &|_| None)
     }
 
     #[test]
@@ -348,6 +424,17 @@ mod tests {
     }
 
     #[test]
+    fn a_system_message_asking_for_json_gets_json() {
+        let p = plan(r#"{"model":"GigaChat","messages":[{"role":"system","content":"Answer with one valid JSON object."},{"role":"user","content":"Use this: {\"name\":\"Ada\",\"age\":36} please"}]}"#).unwrap();
+        assert_eq!(p.reply, Reply::Text(r#"{"age":36,"name":"Ada"}"#.into()));
+        let p = plan(r#"{"model":"GigaChat","messages":[{"role":"system","content":"reply in json"},{"role":"user","content":"hi {not json"}]}"#).unwrap();
+        assert_eq!(
+            p.reply,
+            Reply::Text(r#"{"answer":"Echo: hi {not json"}"#.into())
+        );
+    }
+
+    #[test]
     fn max_tokens_truncates_with_length() {
         let p = plan(r#"{"model":"GigaChat","messages":[{"role":"user","content":"hello world"}],"max_tokens":2}"#).unwrap();
         assert_eq!(p.reply, Reply::Text("Echo: he".into()));
@@ -370,7 +457,7 @@ mod tests {
     fn sse_framing_exact() {
         let p = plan(r#"{"model":"GigaChat","messages":[{"role":"user","content":"hello world"}],"stream":true}"#).unwrap();
         assert!(p.stream);
-        let events = v1_events(&p, 1768996176);
+        let events = v1_events(&p, 1768996176, FunctionCallChunk::Finish);
         let all: Vec<u8> = events.iter().flat_map(|b| b.to_vec()).collect();
         let expected = concat!(
             r#"data: {"choices":[{"delta":{"content":"Echo: ","role":"assistant"},"index":0}],"created":1768996176,"model":"GigaChat:emulator","object":"chat.completion"}"#,
@@ -424,7 +511,7 @@ mod tests {
         assert_eq!(plan(&plain).unwrap().finish_reason, "stop");
         // After a function result the model answers in text.
         let after = format!(
-            r#"{{"model":"GigaChat","messages":[{{"role":"user","content":"use weather_forecast"}},{{"role":"function","name":"weather_forecast","content":"{{}}"}}],{fns}}}"#
+            r#"{{"model":"GigaChat","messages":[{{"role":"user","content":"use weather_forecast"}},{{"role":"assistant","content":"","function_call":{{"name":"weather_forecast","arguments":{{}}}}}},{{"role":"function","name":"weather_forecast","content":"{{}}"}}],{fns}}}"#
         );
         assert_eq!(plan(&after).unwrap().finish_reason, "stop");
         let unknown = format!(
@@ -434,5 +521,156 @@ mod tests {
             plan(&unknown).unwrap_err().status,
             StatusCode::UNPROCESSABLE_ENTITY
         );
+    }
+
+    const WEATHER_FN: &str = r#"{"name":"weather_forecast","parameters":{"type":"object","properties":{"location":{"type":"string"}}}}"#;
+
+    /// A request whose messages are `history` (JSON array items) with the
+    /// weather function declared.
+    fn with_history(history: &str) -> String {
+        format!(r#"{{"model":"GigaChat","messages":[{history}],"functions":[{WEATHER_FN}]}}"#)
+    }
+
+    const ASK: &str = r#"{"role":"user","content":"weather_forecast in Paris?"}"#;
+    const CALL: &str = r#"{"role":"assistant","content":"","function_call":{"name":"weather_forecast","arguments":{"location":"Paris"}},"functions_state_id":"0199e210-2f13-744c-8fe5-c9a19fe27db7"}"#;
+    const RESULT: &str =
+        r#"{"role":"function","name":"weather_forecast","content":"{\"temperature\":\"+5°C\"}"}"#;
+
+    fn refused(body: &str) -> String {
+        let e = plan(body).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        e.message
+    }
+
+    #[test]
+    fn function_round_trip_answers_from_the_result() {
+        let p = plan(&with_history(&format!("{ASK},{CALL},{RESULT}"))).unwrap();
+        assert_eq!(p.finish_reason, "stop");
+        assert_eq!(
+            p.reply,
+            Reply::Text(r#"weather_forecast returned {"temperature":"+5°C"}"#.into())
+        );
+        // Several calls travel as call/result pairs, in order.
+        let p = plan(&with_history(&format!(
+            "{ASK},{CALL},{RESULT},{CALL},{RESULT}"
+        )))
+        .unwrap();
+        assert_eq!(p.finish_reason, "stop");
+    }
+
+    #[test]
+    fn function_history_rules() {
+        let unanswered =
+            "Invalid params: every assistant function call must have a result in history";
+        // A call left last, or followed by anything but its result.
+        assert_eq!(refused(&with_history(&format!("{ASK},{CALL}"))), unanswered);
+        assert_eq!(
+            refused(&with_history(&format!("{ASK},{CALL},{ASK}"))),
+            unanswered
+        );
+        // Two calls, then two results: the first call has no result next to it.
+        assert_eq!(
+            refused(&with_history(&format!(
+                "{ASK},{CALL},{CALL},{RESULT},{RESULT}"
+            ))),
+            unanswered
+        );
+        // A result without its call.
+        assert!(refused(&with_history(&format!("{ASK},{RESULT}"))).contains("must follow"));
+        // A result that is not a JSON object.
+        let text = r#"{"role":"function","name":"weather_forecast","content":"+5°C"}"#;
+        assert!(
+            refused(&with_history(&format!("{ASK},{CALL},{text}")))
+                .starts_with("Invalid params: invalid function result for function json string")
+        );
+        // A result as an object rather than a string.
+        let object = r#"{"role":"function","name":"weather_forecast","content":{"t":5}}"#;
+        assert!(refused(&with_history(&format!("{ASK},{CALL},{object}"))).contains("string"));
+        // Arguments as OpenAI's JSON string; several calls in one message.
+        let string_args = r#"{"role":"assistant","content":"","function_call":{"name":"weather_forecast","arguments":"{\"location\":\"Paris\"}"}}"#;
+        assert!(
+            refused(&with_history(&format!("{ASK},{string_args},{RESULT}")))
+                .contains("arguments must be a JSON object")
+        );
+        let two = r#"{"role":"assistant","content":"","function_call":[{"name":"weather_forecast","arguments":{}},{"name":"weather_forecast","arguments":{}}]}"#;
+        assert!(refused(&with_history(&format!("{ASK},{two},{RESULT}"))).contains("one call"));
+    }
+
+    #[test]
+    fn function_call_stream_shapes() {
+        let body = format!(
+            r#"{{"model":"GigaChat","stream":true,"messages":[{{"role":"user","content":"Paris"}}],"functions":[{WEATHER_FN}],"function_call":{{"name":"weather_forecast"}}}}"#
+        );
+        let mut p = plan(&body).unwrap();
+        let Reply::FunctionCall { state_id, .. } = &mut p.reply else {
+            panic!("expected a function call");
+        };
+        *state_id = "s".into();
+        let text = |events: Vec<Bytes>| {
+            String::from_utf8(events.iter().flat_map(|b| b.to_vec()).collect()).unwrap()
+        };
+        let call = r#"{"content":"","role":"assistant","function_call":{"name":"weather_forecast","arguments":{"location":"Paris"}},"functions_state_id":"s"}"#;
+        let usage = r#""usage":{"prompt_tokens":2,"completion_tokens":5,"total_tokens":7,"precached_prompt_tokens":0}"#;
+        assert_eq!(
+            text(v1_events(&p, 7, FunctionCallChunk::Finish)),
+            format!(
+                "data: {{\"choices\":[{{\"delta\":{call},\"index\":0,\"finish_reason\":\"function_call\"}}],\"created\":7,\"model\":\"GigaChat:emulator\",\"object\":\"chat.completion\",{usage}}}\n\ndata: [DONE]\n\n"
+            )
+        );
+        assert_eq!(
+            text(v1_events(&p, 7, FunctionCallChunk::Separate)),
+            format!(
+                "data: {{\"choices\":[{{\"delta\":{call},\"index\":0}}],\"created\":7,\"model\":\"GigaChat:emulator\",\"object\":\"chat.completion\"}}\n\n\
+                 data: {{\"choices\":[{{\"delta\":{{\"content\":\"\"}},\"index\":0,\"finish_reason\":\"function_call\"}}],\"created\":7,\"model\":\"GigaChat:emulator\",\"object\":\"chat.completion\",{usage}}}\n\ndata: [DONE]\n\n"
+            )
+        );
+    }
+
+    #[test]
+    fn attachments_are_resolved_and_named() {
+        let files = |id: &str| {
+            (id == "f1").then(|| super::super::AttachedFile {
+                filename: "cat.png".into(),
+                bytes: 68,
+                kind: super::super::attachments::MediaKind::Image,
+            })
+        };
+        let body = r#"{"model":"GigaChat","messages":[{"role":"user","content":"what is it?","attachments":["f1"]}]}"#;
+        let p = plan_v1(body.as_bytes(), &files).unwrap();
+        assert_eq!(
+            p.reply,
+            Reply::Text("Echo: what is it? [attached: cat.png (68 bytes)]".into())
+        );
+        let unknown = r#"{"model":"GigaChat","messages":[{"role":"user","content":"x","attachments":["f2"]}]}"#;
+        let e = plan_v1(unknown.as_bytes(), &files).unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::NOT_FOUND, "File not found")
+        );
+    }
+
+    #[test]
+    fn response_format_json_schema_answers_json() {
+        let body = r#"{"model":"GigaChat","messages":[{"role":"user","content":"ok"}],"response_format":{"type":"json_schema","schema":{"type":"object","properties":{"answer":{"type":"string"},"n":{"type":"integer"}}},"strict":true}}"#;
+        let p = plan(body).unwrap();
+        assert_eq!(p.finish_reason, "stop");
+        let Reply::Text(text) = &p.reply else {
+            panic!("expected text");
+        };
+        let answer: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(answer, serde_json::json!({"answer":"ok","n":1}));
+        // OpenAI's nesting (`json_schema.schema`) and `json_object` are not v1's.
+        for format in [
+            r#"{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}}"#,
+            r#"{"type":"json_object"}"#,
+            r#""json""#,
+        ] {
+            let body = format!(
+                r#"{{"model":"GigaChat","messages":[{{"role":"user","content":"ok"}}],"response_format":{format}}}"#
+            );
+            assert!(refused(&body).contains("response_format"), "{format}");
+        }
+        let text = r#"{"model":"GigaChat","messages":[{"role":"user","content":"ok"}],"response_format":{"type":"text"}}"#;
+        assert_eq!(plan(text).unwrap().reply, Reply::Text("Echo: ok".into()));
     }
 }

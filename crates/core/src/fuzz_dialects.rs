@@ -1,0 +1,124 @@
+//! Entry points for the `dialects` fuzz target: every translator of the
+//! OpenAI and `useChat` routes on untrusted bytes. They must never panic,
+//! and a translated stream must stay well-formed SSE whatever GigaChat (or
+//! something pretending to be it) sends.
+
+use bytes::BytesMut;
+
+use crate::openai::stream_body::Translate;
+use crate::upstream::sse::SseScanner;
+
+/// A client's request body, through every request translator (errors are
+/// expected; panics are not).
+pub fn translate_requests(body: &[u8]) {
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let config = crate::openai::config::OpenAiConfig::default();
+    if let Ok(chat) = crate::openai::request::translate(&request, &config) {
+        // What goes upstream is always a JSON object that serializes.
+        assert!(serde_json::to_vec(&chat.body).is_ok());
+    }
+    let _ = crate::openai::responses::translate_request(&request, &config);
+    let _ = crate::openai::embeddings::translate_request(&request, &config);
+    let _ = crate::ai_sdk::request::translate(&request, &config, Some("server prompt"));
+}
+
+/// An upstream answer, through every answer translator: as a whole JSON
+/// answer, and as a stream fed in chunks of `cut` bytes.
+pub fn translate_answers(answer: &[u8], cut: usize) {
+    let config = crate::openai::config::OpenAiConfig::default();
+    let plan = crate::openai::ChatPlan {
+        model: "GigaChat".into(),
+        include_usage: cut % 2 == 0,
+        stop: if cut % 3 == 0 {
+            vec!["\n\n".into(), "END".into()]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    };
+    let _ = crate::openai::answer::chat_completion(answer, &plan, "r");
+    let _ = crate::openai::models::list(answer, &config);
+    let _ = crate::openai::models::model(answer, "GigaChat");
+    let request = serde_json::json!({"model": "GigaChat", "input": "q"});
+    if let Ok((_, responses_plan)) = crate::openai::responses::translate_request(&request, &config)
+    {
+        let _ = crate::openai::responses::response_object(answer, &responses_plan, "r");
+        well_formed(
+            crate::openai::responses_stream::ResponseEvents::new(responses_plan, "r"),
+            answer,
+            cut,
+        );
+    }
+    well_formed(
+        crate::openai::chunks::ChatChunks::new(plan, "r"),
+        answer,
+        cut,
+    );
+    let ui = serde_json::json!({"messages": [{"id": "u", "role": "user", "parts": [{"type": "text", "text": "q"}]}]});
+    if let Ok((_, ui_plan)) = crate::ai_sdk::request::translate(&ui, &config, None) {
+        well_formed(
+            crate::ai_sdk::stream::UiChunks::new(ui_plan, "r"),
+            answer,
+            cut,
+        );
+    }
+}
+
+/// Feeds `stream` to a translator the way `TranslatedStream` does and
+/// checks what it writes: whole events, each `data:` JSON or `[DONE]`.
+fn well_formed(mut translator: impl Translate, stream: &[u8], cut: usize) {
+    let mut scanner = SseScanner::new();
+    let mut out = BytesMut::new();
+    let mut open = true;
+    for chunk in stream.chunks(cut.max(1)) {
+        scanner.feed(chunk, |event| {
+            if open {
+                open = translator.event(&event.data, &mut out);
+            }
+        });
+        if !open {
+            break;
+        }
+    }
+    translator.finish(&mut out);
+    let mut events = 0usize;
+    let mut reader = SseScanner::new();
+    reader.feed(&out, |event| {
+        events += 1;
+        let data = event.data.as_ref();
+        assert!(
+            data == "[DONE]" || serde_json::from_str::<serde_json::Value>(data).is_ok(),
+            "a translated event is not JSON: {data:?}"
+        );
+    });
+    assert!(
+        out.is_empty() || out.ends_with(b"\n\n"),
+        "the output ends inside an event"
+    );
+    assert!(!reader.gave_up());
+    let _ = events;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    /// The fuzz entry points run on a real stream and on hostile bytes (the
+    /// fuzz target covers the rest).
+    #[test]
+    fn the_fuzz_entry_points_accept_real_and_hostile_input() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\",\"role\":\"assistant\"},\"index\":0}],\"created\":1,\"model\":\"GigaChat\",\"object\":\"chat.completion\"}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"\"},\"index\":0,\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        for cut in [1, 2, 3, 7, 1000] {
+            super::translate_answers(stream.as_bytes(), cut);
+            super::translate_answers(b"data: {\"choices\":[{\"delta\":{\"function_call\":{\"name\":\"f\",\"arguments\":7}}}]}\n\ndata: \xff\n\n", cut);
+        }
+        super::translate_requests(br##"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"$ref":"#"}}}]}"##);
+        super::translate_requests(br#"{"messages":[{"id":"u","role":"user","parts":[{"type":"text","text":"q"}]}],"input":[1,2]}"#);
+    }
+}
