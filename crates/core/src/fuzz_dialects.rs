@@ -30,8 +30,8 @@ pub fn translate_answers(answer: &[u8], cut: usize) {
     let config = crate::openai::config::OpenAiConfig::default();
     let plan = crate::openai::ChatPlan {
         model: "GigaChat".into(),
-        include_usage: cut % 2 == 0,
-        stop: if cut % 3 == 0 {
+        include_usage: cut.is_multiple_of(2),
+        stop: if cut.is_multiple_of(3) {
             vec!["\n\n".into(), "END".into()]
         } else {
             Vec::new()

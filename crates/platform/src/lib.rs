@@ -8,9 +8,13 @@ pub mod vercel;
 use gigachat_proxy_core::{BoxError, Env, Platform, Proxy};
 
 /// Which platform started this process, decided once from the variables
-/// each platform sets for its functions.
+/// each platform sets for its functions. Vercel first: its functions run
+/// on AWS Lambda underneath and may see Lambda's variables too, while only
+/// Vercel's runtime hands a function `VERCEL_IPC_PATH`.
 pub fn detect() -> Platform {
-    if lambda::detected() {
+    if std::env::var_os("VERCEL_IPC_PATH").is_some() {
+        Platform::Vercel
+    } else if lambda::detected() {
         Platform::Lambda
     } else {
         Platform::Vercel

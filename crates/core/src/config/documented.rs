@@ -16,12 +16,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Spelled like variables, but not read from the environment.
-const NOT_VARIABLES: [(&str, &str); 5] = [
+const NOT_VARIABLES: [(&str, &str); 6] = [
     ("GIGACHAT_API_PERS", "a value of GIGACHAT_SCOPE"),
     ("GIGACHAT_API_B2B", "a value of GIGACHAT_SCOPE"),
     ("GIGACHAT_API_CORP", "a value of GIGACHAT_SCOPE"),
     ("AWS_LAMBDA_RUNTIME_API", "set by the Lambda runtime"),
     ("AWS_LAMBDA_FUNCTION_NAME", "set by the Lambda runtime"),
+    ("VERCEL_IPC_PATH", "set by Vercel's runtime"),
 ];
 
 /// The reader's methods that take a variable name first.

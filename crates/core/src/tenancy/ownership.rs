@@ -615,6 +615,13 @@ impl Ownership {
                 *answer_bytes = Some(bytes);
                 Ok(())
             }
+            // A `HEAD` (GigaChat answers it without a body): nothing to
+            // filter, and the length of the unfiltered list is not the
+            // caller's to know.
+            None if answer_bytes.as_ref().is_some_and(Bytes::is_empty) => {
+                response.headers_mut().remove(header::CONTENT_LENGTH);
+                Ok(())
+            }
             None if rewrite == AnswerRewrite::FileList => Err(Error::Internal(
                 "GigaChat's file list could not be read to keep only the caller's files",
             )),
@@ -1130,6 +1137,44 @@ mod tests {
 
     /// An answer rewritten and its records kept, as `seal_answer` does
     /// without Redis.
+    /// A `HEAD` of a list gets GigaChat's empty body: answered (never a
+    /// 500), and without the length of everyone's list.
+    #[tokio::test]
+    async fn a_head_of_a_list_is_answered_without_its_length() {
+        let own = Arc::new(ownership());
+        for rewrite in [
+            AnswerRewrite::FileList,
+            AnswerRewrite::Batches {
+                asked: Box::default(),
+            },
+        ] {
+            let mut response = Response::new(crate::body::empty());
+            response.headers_mut().insert(
+                header::CONTENT_LENGTH,
+                http::HeaderValue::from_static("5120"),
+            );
+            let mut answer = Some(Bytes::new());
+            own.seal_answer(ALICE, rewrite, &mut response, false, &mut answer)
+                .await
+                .unwrap();
+            assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
+        }
+        // A body that is not a list still fails closed.
+        let mut response = Response::new(crate::body::empty());
+        let mut answer = Some(Bytes::from_static(b"<html>"));
+        assert!(
+            own.seal_answer(
+                ALICE,
+                AnswerRewrite::FileList,
+                &mut response,
+                false,
+                &mut answer
+            )
+            .await
+            .is_err()
+        );
+    }
+
     fn rewrite(own: &Ownership, identity: &str, rewrite: AnswerRewrite, answer: &[u8]) -> Value {
         let mut ledger = Ledger::default();
         let owned = own.owned_in_memory(identity);
