@@ -15,119 +15,33 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
+use common::chromium::{
+    PLAYWRIGHT_DIR, assert_node_tests_passed, ensure_browser_tools, run_node_tests,
+};
+use common::node::{json_file, repo_root};
 use common::*;
 
 /// The whole Node run; each JS test has its own, shorter timeout.
 const NODE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Between SSE events, so a test can watch a reply grow.
 const CHUNK_DELAY: Duration = Duration::from_millis(150);
+/// playwright-core needs Node.js 20.
+const MIN_NODE: (u32, u32) = (20, 0);
 
 /// One Chromium at a time (the tests of this file run in parallel), and one
 /// `.ci/setup` if the tools are missing.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn browser_dir() -> PathBuf {
-    repo_root().join("tests/browser")
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("GIGACHAT_PROXY_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-fn json_file(path: &Path) -> Option<serde_json::Value> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// What is missing for the browser tests, in words; empty when all is there.
-fn missing_tools() -> Vec<String> {
-    let mut missing = Vec::new();
-    if !chromium().is_file() {
-        missing.push(format!("Chromium at {}", chromium().display()));
-    }
-    match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            let major: u32 = version
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
-            if major < 20 {
-                missing.push(format!(
-                    "Node.js 20 or newer (found {version}; playwright-core needs 20)"
-                ));
-            }
-        }
-        _ => missing.push("Node.js (`node` on PATH)".into()),
-    }
-    let dir = browser_dir();
-    let lock_is_newer = match (
-        modified(&dir.join("package-lock.json")),
-        modified(&dir.join("node_modules/.package-lock.json")),
-    ) {
-        (Some(lock), Some(installed)) => lock > installed,
-        _ => true,
-    };
-    // Every pinned package (playwright-core, and the npm SDK with what
-    // bundles it) at its pinned version.
-    let pinned = json_file(&dir.join("package.json"))
-        .and_then(|p| p["dependencies"].as_object().cloned())
-        .unwrap_or_default();
-    if pinned.is_empty() {
-        missing.push("tests/browser/package.json with its dependencies".into());
-    }
-    for (name, version) in &pinned {
-        let installed = json_file(&dir.join(format!("node_modules/{name}/package.json")))
-            .and_then(|p| p["version"].as_str().map(str::to_owned));
-        if lock_is_newer || installed.as_deref() != version.as_str() {
-            missing.push(format!(
-                "tests/browser/node_modules with {name} {} (found {}; `npm ci` there)",
-                version.as_str().unwrap_or("?"),
-                installed.as_deref().unwrap_or("none")
-            ));
-        }
-    }
-    missing
+    repo_root().join(PLAYWRIGHT_DIR)
 }
 
 /// Runs `.ci/setup` if anything is missing, then insists that nothing is.
 fn ensure_tools() {
-    let missing = missing_tools();
-    if missing.is_empty() {
-        return;
-    }
-    eprintln!(
-        "browser: missing {}; running .ci/setup (needs Debian's and npm's registries)",
-        missing.join(", ")
-    );
-    let status = Command::new("bash")
-        .arg(repo_root().join(".ci/setup"))
-        .current_dir(repo_root())
-        .status()
-        .expect("bash runs .ci/setup");
-    assert!(status.success(), ".ci/setup failed; see its output above");
-    let missing = missing_tools();
-    assert!(
-        missing.is_empty(),
-        "still missing after .ci/setup: {}",
-        missing.join(", ")
-    );
+    ensure_browser_tools("browser", MIN_NODE, "playwright-core", &[]);
 }
 
 /// The test files each run uses (each needs its own proxy configuration);
@@ -150,114 +64,6 @@ fn every_browser_test_file_is_run() {
     assert_eq!(files, [BUDGET_TESTS, DEMO_TESTS, SDK_TESTS]);
 }
 
-struct NodeRun {
-    success: bool,
-    output: String,
-}
-
-/// `node --test` with a deadline: on timeout it gets SIGTERM (Playwright
-/// closes Chromium on it), then SIGKILL; the output says so.
-fn run_node(file: &str, env: &[(&str, String)]) -> NodeRun {
-    let mut command = Command::new("node");
-    command
-        .args(["--test", "--test-reporter=spec", file])
-        .current_dir(browser_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let mut child = command.spawn().expect("node starts");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + NODE_TIMEOUT;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            timed_out = true;
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let grace = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() && Instant::now() < grace {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut output = out.join().unwrap();
-    output.push_str(&err.join().unwrap());
-    if timed_out {
-        output.push_str(&format!(
-            "\n[browser.rs] node --test was stopped after {NODE_TIMEOUT:?}\n"
-        ));
-    }
-    NodeRun {
-        success: status.success() && !timed_out,
-        output,
-    }
-}
-
-/// A count from the runner's summary (`ℹ tests 7` in the spec reporter,
-/// `# tests 7` in TAP).
-fn summary_count(output: &str, name: &str) -> Option<u64> {
-    output.lines().rev().find_map(|line| {
-        let line = line
-            .trim()
-            .trim_start_matches('ℹ')
-            .trim_start_matches('#')
-            .trim();
-        line.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// Asserts that a `node --test` run passed every test it ran, and that the
-/// proxy logged no secret.
-fn assert_run_passed(run: &NodeRun, logs: &str, credentials: &str) {
-    assert!(
-        run.success,
-        "the browser tests failed:\n{}\n--- proxy logs ---\n{logs}",
-        run.output
-    );
-    let tests = summary_count(&run.output, "tests").unwrap_or(0);
-    let passed = summary_count(&run.output, "pass").unwrap_or(0);
-    assert!(tests >= 1, "node ran no test:\n{}", run.output);
-    assert_eq!(
-        passed, tests,
-        "not every browser test passed:\n{}",
-        run.output
-    );
-    for name in ["fail", "skipped", "todo", "cancelled"] {
-        assert_eq!(
-            summary_count(&run.output, name),
-            Some(0),
-            "browser tests {name}:\n{}",
-            run.output
-        );
-    }
-    assert_no_secret(logs, &[credentials.to_owned()], "the proxy's logs");
-}
-
 /// Runs one browser test file under `node --test` against `proxy` in front
 /// of `emulator` (`page_env` on top of their URLs and Chromium's path), and
 /// asserts that every test passed and the proxy logged no secret.
@@ -271,14 +77,17 @@ async fn run_browser_tests(
     let mut node_env = vec![
         ("GIGACHAT_PROXY_URL", proxy.url.clone()),
         ("GIGACHAT_EMULATOR_URL", emulator_url(emulator)),
-        ("CHROMIUM_PATH", chromium().display().to_string()),
     ];
     node_env.extend_from_slice(page_env);
-    let run = tokio::task::spawn_blocking(move || run_node(file, &node_env))
-        .await
-        .unwrap();
+    let run = tokio::task::spawn_blocking(move || {
+        run_node_tests(&browser_dir(), &[file], &node_env, NODE_TIMEOUT)
+    })
+    .await
+    .unwrap();
     println!("{}", run.output);
-    assert_run_passed(&run, &proxy.logs(), credentials);
+    let logs = proxy.logs();
+    assert_node_tests_passed(&run, 1, "the browser tests", &logs);
+    assert_no_secret(&logs, &[credentials.to_owned()], "the proxy's logs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::routes::{
+    assert_preflight_passes, chunks_of, post_json, settled_budget, stats_after_a_cancelled_stream,
+    uploads_seen,
+};
 use common::*;
 use gigachat_emulator::FunctionCallChunk;
 use serde_json::{Value, json};
@@ -18,8 +22,10 @@ use serde_json::{Value, json};
 const ALICE: &str = "alice-openai-key-0123456789";
 const BOB: &str = "bob-openai-key-0123456789ab";
 
+const V1: &str = "/api/gigachat-openai/v1";
+
 fn v1(s: &Setup, path: &str) -> String {
-    s.proxy.url(&format!("/api/gigachat-openai/v1/{path}"))
+    s.proxy.url(&format!("{V1}/{path}"))
 }
 
 fn user(content: &str) -> Value {
@@ -27,11 +33,7 @@ fn user(content: &str) -> Value {
 }
 
 async fn post(s: &Setup, path: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
-    let mut request = s.http.post(v1(s, path)).json(body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    request.send().await.unwrap()
+    post_json(s, &format!("{V1}/{path}"), body, key).await
 }
 
 /// The status and the JSON body of an answer.
@@ -58,20 +60,6 @@ fn openai_error(body: &Value) -> &Value {
         "GigaChat's shape leaked: {body}"
     );
     error
-}
-
-/// The JSON chunks of a chat stream, and whether `[DONE]` was its last
-/// event (and came once).
-fn chunks_of(body: &str) -> (Vec<Value>, bool) {
-    let data = sse_data(body);
-    let done_last = data.last().map(String::as_str) == Some("[DONE]")
-        && data.iter().filter(|d| *d == "[DONE]").count() == 1;
-    let chunks = data
-        .iter()
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| panic!("not JSON: {d}")))
-        .collect();
-    (chunks, done_last)
 }
 
 fn streamed_text(chunks: &[Value]) -> String {
@@ -401,27 +389,13 @@ async fn with_auth_required_the_sdks_api_key_is_the_end_user_key() {
 async fn a_browser_preflight_on_the_openai_route_passes() {
     let s = setup().await;
     let origin = "http://localhost:5173";
-    let preflight = s
-        .http
-        .request(reqwest::Method::OPTIONS, v1(&s, "chat/completions"))
-        .header("origin", origin)
-        .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "authorization, content-type, x-stainless-os, x-stainless-lang",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(preflight.status(), 204);
-    let headers = preflight.headers();
-    assert_eq!(headers["access-control-allow-origin"], origin);
-    assert!(
-        headers["access-control-allow-methods"]
-            .to_str()
-            .unwrap()
-            .contains("POST")
-    );
+    let headers = assert_preflight_passes(
+        &s,
+        &format!("{V1}/chat/completions"),
+        origin,
+        "authorization, content-type, x-stainless-os, x-stainless-lang",
+    )
+    .await;
     let allowed = headers["access-control-allow-headers"]
         .to_str()
         .unwrap()
@@ -443,27 +417,6 @@ async fn a_browser_preflight_on_the_openai_route_passes() {
         answer["choices"][0]["message"]["content"],
         "Echo: from a page"
     );
-}
-
-/// The budget once every answer has been settled (a body is settled when
-/// the server drops it, just after the client has read it).
-async fn settled_budget(s: &Setup) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let budget: Value = s
-            .http
-            .get(s.proxy.url("/api/gigachat-budget"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if budget["reserved"] == 0 || Instant::now() > deadline {
-            return budget;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -506,11 +459,7 @@ async fn a_stop_string_ends_the_stream_there_and_cancels_gigachat() {
     assert!(done_last, "{text}");
     assert_eq!(streamed_text(&chunks), "Echo: alpha beta ");
     assert_eq!(finish_reasons(&chunks), ["stop"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.emulator.stats().streams_cancelled == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stats = s.emulator.stats();
+    let stats = stats_after_a_cancelled_stream(&s.emulator).await;
     assert_eq!(
         (stats.streams_cancelled, stats.streams_completed),
         (1, 0),
@@ -543,14 +492,6 @@ async fn upload_natively(s: &Setup, key: &str, content: &[u8]) -> String {
     let (status, file) = json_of(response).await;
     assert_eq!(status, 200, "{file}");
     file["id"].as_str().unwrap().to_owned()
-}
-
-fn uploads_seen(s: &Setup) -> usize {
-    s.emulator
-        .recorded_requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/files"))
-        .count()
 }
 
 #[tokio::test]
@@ -601,13 +542,13 @@ async fn one_user_cannot_name_anothers_file_and_inline_files_are_their_own() {
             base64::engine::general_purpose::STANDARD.encode("bob's own words")
         ),
     });
-    let before = uploads_seen(&s);
+    let before = uploads_seen(&s.emulator);
     let (status, answer) =
         json_of(post(&s, "chat/completions", &naming(inline.clone()), Some(BOB)).await).await;
     assert_eq!(status, 200, "{answer}");
     let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(content.contains("bobs.txt"), "{content}");
-    assert_eq!(uploads_seen(&s), before + 1);
+    assert_eq!(uploads_seen(&s.emulator), before + 1);
 
     // Alice's id next to an inline file: refused before anything is
     // uploaded.
@@ -619,7 +560,7 @@ async fn one_user_cannot_name_anothers_file_and_inline_files_are_their_own() {
     let (status, body) = json_of(post(&s, "chat/completions", &both, Some(BOB)).await).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(openai_error(&body)["code"], "object_not_found");
-    assert_eq!(uploads_seen(&s), before + 1);
+    assert_eq!(uploads_seen(&s.emulator), before + 1);
 }
 
 #[tokio::test]

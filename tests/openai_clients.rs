@@ -20,13 +20,14 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
+use common::node::{CI_SETUP, node_packages_ready, repo_root};
+use common::script::{Checks, PROXY_VARIABLES, ScriptRun, pointer, run_case_script};
 use common::*;
 
 /// One script's whole run; each makes a handful of calls to a local proxy.
@@ -41,19 +42,10 @@ fn echo(prompt: &str) -> String {
     format!("Echo: {prompt}")
 }
 
-/// One `.ci/setup` at a time when packages are missing.
-static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+const CLIENTS_DIR: &str = "tests/openai_clients";
 
 fn clients_dir() -> PathBuf {
-    repo_root().join("tests/openai_clients")
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+    repo_root().join(CLIENTS_DIR)
 }
 
 /// The scripts each run, so none is silently left out.
@@ -83,110 +75,12 @@ fn every_client_script_is_run() {
 
 // ---- tools ------------------------------------------------------------------
 
-fn json_file(path: &Path) -> Option<Value> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn node_on_path() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-/// What is missing of the pinned npm packages, in words; empty when all is
-/// installed at the versions `package.json` pins (aliases included).
-fn missing_node_packages() -> Vec<String> {
-    let dir = clients_dir();
-    let lock_is_newer = match (
-        modified(&dir.join("package-lock.json")),
-        modified(&dir.join("node_modules/.package-lock.json")),
-    ) {
-        (Some(lock), Some(installed)) => lock > installed,
-        _ => true,
-    };
-    let pinned = json_file(&dir.join("package.json"))
-        .and_then(|p| p["dependencies"].as_object().cloned())
-        .unwrap_or_default();
-    let mut missing = Vec::new();
-    if pinned.is_empty() {
-        missing.push("tests/openai_clients/package.json with its dependencies".into());
-    }
-    if lock_is_newer {
-        missing.push("tests/openai_clients/node_modules as package-lock.json pins it".into());
-        return missing;
-    }
-    for (name, spec) in &pinned {
-        // "7.59.0", or an alias "npm:openai@6.49.0".
-        let spec = spec.as_str().unwrap_or("?");
-        let version = spec.rsplit('@').next().unwrap_or(spec);
-        let installed = json_file(&dir.join(format!("node_modules/{name}/package.json")))
-            .and_then(|p| p["version"].as_str().map(str::to_owned));
-        if installed.as_deref() != Some(version) {
-            missing.push(format!(
-                "tests/openai_clients/node_modules/{name} {version} (found {})",
-                installed.as_deref().unwrap_or("none")
-            ));
-        }
-    }
-    missing
-}
-
-fn run_setup(why: &str) {
-    eprintln!("openai_clients: {why}; running .ci/setup (needs npm's registry and PyPI)");
-    let status = Command::new("bash")
-        .arg(repo_root().join(".ci/setup"))
-        .current_dir(repo_root())
-        .status()
-        .expect("bash runs .ci/setup");
-    assert!(status.success(), ".ci/setup failed; see its output above");
-}
-
-/// `Some(())` when Node.js and the pinned packages are there (running
-/// `.ci/setup` if only the packages are missing); `None` to skip, which only
-/// a machine without Node.js outside CI gets.
-fn node_clients(test: &str) -> Option<()> {
-    let _setup = SETUP.lock().unwrap_or_else(|e| e.into_inner());
-    if !node_on_path() {
-        assert!(
-            !under_ci(),
-            "Node.js (`node` on PATH) is missing; .ci/setup installs it"
-        );
-        eprintln!(
-            "SKIPPED {test}: Node.js is not on PATH (run `bash .ci/setup`); under CI=true this fails"
-        );
-        return None;
-    }
-    let missing = missing_node_packages();
-    if !missing.is_empty() {
-        run_setup(&format!("missing {}", missing.join(", ")));
-        let missing = missing_node_packages();
-        assert!(
-            missing.is_empty(),
-            "still missing after .ci/setup: {}",
-            missing.join(", ")
-        );
-    }
-    Some(())
-}
-
 fn python_clients() -> PathBuf {
-    let _setup = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    let _setup = CI_SETUP.lock().unwrap_or_else(|e| e.into_inner());
     python_importing("openai, langchain_openai, tiktoken")
 }
 
 // ---- running a script -------------------------------------------------------
-
-struct ScriptRun {
-    /// `cases` of the script's JSON line.
-    cases: serde_json::Map<String, Value>,
-    /// Everything it printed, for failure messages.
-    output: String,
-}
 
 /// Runs `program args` in `tests/openai_clients` with the proxy's route as
 /// `OPENAI_BASE_URL`, stops it at [`SCRIPT_TIMEOUT`], and parses its JSON.
@@ -199,72 +93,28 @@ fn run_script(program: &Path, args: &[&str], proxy_url: &str) -> ScriptRun {
         // Open mode ignores it; the SDKs refuse to start without one.
         .env("OPENAI_API_KEY", "sk-test-open-mode")
         .env("AI_SDK_LOG_WARNINGS", "false")
-        .env("NODE_NO_WARNINGS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("NODE_NO_WARNINGS", "1");
     // Nothing from the developer's environment may steer the clients
     // elsewhere (another organisation's headers, a proxy for loopback).
     for name in [
         "OPENAI_ORG_ID",
         "OPENAI_PROJECT_ID",
         "OPENAI_BASE_URL_OVERRIDE",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
+    ]
+    .into_iter()
+    .chain(PROXY_VARIABLES)
+    {
         command.env_remove(name);
     }
-    let mut child = command.spawn().expect("the client script starts");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out.join().unwrap();
-    let stderr = err.join().unwrap();
-    let output = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
-    let Some(status) = status else {
-        panic!("{args:?} was stopped after {SCRIPT_TIMEOUT:?}\n{output}");
-    };
-    assert!(status.success(), "{args:?} exited with {status}\n{output}");
-    let cases = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .and_then(|v| v["cases"].as_object().cloned())
-        .unwrap_or_else(|| panic!("{args:?} printed no JSON result\n{output}"));
-    ScriptRun { cases, output }
+    run_case_script(command, &format!("{args:?}"), SCRIPT_TIMEOUT)
 }
 
 /// Starts an emulator and a proxy (open mode, defaults), runs the script and
 /// checks that the proxy logged no secret.
-async fn run_against_proxy(program: PathBuf, args: &'static [&'static str]) -> ScriptRun {
+async fn run_against_proxy(program: PathBuf, args: Vec<&'static str>) -> ScriptRun {
     let s = setup().await;
     let proxy_url = s.proxy.url.clone();
-    let run = tokio::task::spawn_blocking(move || run_script(&program, args, &proxy_url))
+    let run = tokio::task::spawn_blocking(move || run_script(&program, &args, &proxy_url))
         .await
         .unwrap();
     assert_no_secret(
@@ -276,120 +126,18 @@ async fn run_against_proxy(program: PathBuf, args: &'static [&'static str]) -> S
     run
 }
 
+/// [`run_against_proxy`] for `node args` once Node.js and the pinned
+/// packages are there (running `.ci/setup` if only the packages are
+/// missing); `None` to skip, which only a machine without Node.js outside
+/// CI gets.
+async fn run_node_client(test: &str, args: Vec<&'static str>) -> Option<ScriptRun> {
+    if !node_packages_ready(test, &[CLIENTS_DIR]) {
+        return None;
+    }
+    Some(run_against_proxy(PathBuf::from("node"), args).await)
+}
+
 // ---- assertions -------------------------------------------------------------
-
-/// Collects every failed expectation of a run, so one report shows all the
-/// clients' problems (with each failed case's wire exchanges) at once.
-struct Checks<'a> {
-    run: &'a ScriptRun,
-    client: &'static str,
-    failures: Vec<String>,
-    shown: Vec<String>,
-}
-
-impl<'a> Checks<'a> {
-    fn new(client: &'static str, run: &'a ScriptRun) -> Self {
-        Checks {
-            run,
-            client,
-            failures: Vec::new(),
-            shown: Vec::new(),
-        }
-    }
-
-    /// The case's result; a case the script reports as failed (the client
-    /// threw) is a failure, shown with its error and exchanges.
-    fn case(&mut self, name: &str) -> Value {
-        let case = self.run.cases.get(name).cloned().unwrap_or(Value::Null);
-        if case.is_null() {
-            self.fail(name, "the script did not run this case".into());
-        } else if case["ok"] != true {
-            self.fail(name, format!("the client failed: {}", case["error"]));
-        }
-        case
-    }
-
-    fn check(&mut self, name: &str, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            self.fail(name, what());
-        }
-    }
-
-    /// `case[key] == expected`.
-    fn eq(&mut self, name: &str, case: &Value, key: &str, expected: Value) {
-        let actual = pointer(case, key);
-        self.check(name, actual == expected, || {
-            format!("{key}: expected {expected}, got {actual}")
-        });
-    }
-
-    fn contains(&mut self, name: &str, case: &Value, key: &str, needle: &str) {
-        let actual = pointer(case, key);
-        self.check(
-            name,
-            actual.as_str().is_some_and(|s| s.contains(needle)),
-            || format!("{key}: expected a string containing {needle:?}, got {actual}"),
-        );
-    }
-
-    fn positive(&mut self, name: &str, case: &Value, key: &str) {
-        let actual = pointer(case, key);
-        self.check(name, actual.as_f64().is_some_and(|n| n > 0.0), || {
-            format!("{key}: expected a positive number, got {actual}")
-        });
-    }
-
-    fn non_empty_string(&mut self, name: &str, case: &Value, key: &str) {
-        let actual = pointer(case, key);
-        self.check(name, actual.as_str().is_some_and(|s| !s.is_empty()), || {
-            format!("{key}: expected a non-empty string, got {actual}")
-        });
-    }
-
-    fn fail(&mut self, name: &str, what: String) {
-        self.failures
-            .push(format!("[{}/{name}] {what}", self.client));
-        if !self.shown.iter().any(|n| n == name) {
-            self.shown.push(name.to_owned());
-        }
-    }
-
-    fn finish(self) {
-        if self.failures.is_empty() {
-            return;
-        }
-        let mut report = format!(
-            "{} expectation(s) failed for {}:\n  {}\n",
-            self.failures.len(),
-            self.client,
-            self.failures.join("\n  ")
-        );
-        for name in &self.shown {
-            let case = self.run.cases.get(name).unwrap_or(&Value::Null);
-            report.push_str(&format!(
-                "\n=== case {name} ===\n{}\n",
-                serde_json::to_string_pretty(case).unwrap()
-            ));
-        }
-        // The JSON line is above, case by case; the rest is what the
-        // script logged besides it.
-        let logged: String = self
-            .run
-            .output
-            .lines()
-            .filter(|line| !line.starts_with("{\"cases\""))
-            .collect::<Vec<_>>()
-            .join("\n");
-        report.push_str(&format!("\n=== script output ===\n{logged}"));
-        panic!("{report}");
-    }
-}
-
-/// `a.b.0.c` into a JSON value (`Null` when absent).
-fn pointer(value: &Value, path: &str) -> Value {
-    let pointer = format!("/{}", path.replace('.', "/"));
-    value.pointer(&pointer).cloned().unwrap_or(Value::Null)
-}
 
 fn prompt_of(case: &Value, key: &str) -> String {
     case[key].as_str().unwrap_or_default().to_owned()
@@ -586,14 +334,9 @@ fn check_ai_round_trip(c: &mut Checks, name: &str, case: &Value) {
 // ---- the clients --------------------------------------------------------------
 
 async fn openai_npm(variant: &'static str) {
-    let Some(()) = node_clients(variant) else {
+    let Some(run) = run_node_client(variant, vec!["openai_npm.mjs", variant]).await else {
         return;
     };
-    let args: &'static [&'static str] = match variant {
-        "openai7" => &["openai_npm.mjs", "openai7"],
-        _ => &["openai_npm.mjs", "openai6"],
-    };
-    let run = run_against_proxy(PathBuf::from("node"), args).await;
     let mut c = Checks::new(variant, &run);
     check_openai_sdk(&mut c);
     c.finish();
@@ -619,21 +362,16 @@ async fn the_openai_npm_sdk_6_works_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_through_the_proxy() {
     let python = tokio::task::spawn_blocking(python_clients).await.unwrap();
-    let run = run_against_proxy(python, &["openai_python.py"]).await;
+    let run = run_against_proxy(python, vec!["openai_python.py"]).await;
     let mut c = Checks::new("openai-python", &run);
     check_openai_sdk(&mut c);
     c.finish();
 }
 
 async fn ai_sdk(variant: &'static str) {
-    let Some(()) = node_clients(variant) else {
+    let Some(run) = run_node_client(variant, vec!["ai_sdk.mjs", variant]).await else {
         return;
     };
-    let args: &'static [&'static str] = match variant {
-        "ai7" => &["ai_sdk.mjs", "ai7"],
-        _ => &["ai_sdk.mjs", "ai5"],
-    };
-    let run = run_against_proxy(PathBuf::from("node"), args).await;
     let mut c = Checks::new(variant, &run);
 
     let name = "generate_text";
@@ -730,10 +468,9 @@ async fn the_ai_sdk_5_with_openai_compatible_works_through_the_proxy() {
 /// API): text, a stream and a tool loop each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ai_sdk_openai_provider_chat_and_responses_work_through_the_proxy() {
-    let Some(()) = node_clients("ai_sdk_openai") else {
+    let Some(run) = run_node_client("ai_sdk_openai", vec!["ai_sdk_openai.mjs"]).await else {
         return;
     };
-    let run = run_against_proxy(PathBuf::from("node"), &["ai_sdk_openai.mjs"]).await;
     let mut c = Checks::new("@ai-sdk/openai", &run);
     for api in ["chat", "responses"] {
         let name = format!("{api}_generate_text");
@@ -797,7 +534,7 @@ async fn the_ai_sdk_openai_provider_chat_and_responses_work_through_the_proxy() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn langchain_openai_works_through_the_proxy() {
     let python = tokio::task::spawn_blocking(python_clients).await.unwrap();
-    let run = run_against_proxy(python, &["langchain_clients.py"]).await;
+    let run = run_against_proxy(python, vec!["langchain_clients.py"]).await;
     let mut c = Checks::new("langchain", &run);
 
     let name = "chat";

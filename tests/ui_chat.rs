@@ -9,9 +9,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
+use common::routes::{
+    assert_preflight_passes, chunks_of, post_json, settled_budget, stats_after_a_cancelled_stream,
+    uploads_seen,
+};
 use common::*;
 use gigachat_emulator::FunctionCallChunk;
 use serde_json::{Value, json};
@@ -38,24 +42,7 @@ fn ask(text: &str) -> Value {
 }
 
 async fn post(s: &Setup, body: &Value, key: Option<&str>) -> reqwest::Response {
-    let mut request = s.http.post(s.proxy.url(CHAT)).json(body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    request.send().await.unwrap()
-}
-
-/// The UI chunks of a stream, and whether `[DONE]` came once, last.
-fn chunks_of(body: &str) -> (Vec<Value>, bool) {
-    let data = sse_data(body);
-    let done_last = data.last().map(String::as_str) == Some("[DONE]")
-        && data.iter().filter(|d| *d == "[DONE]").count() == 1;
-    let chunks = data
-        .iter()
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap_or_else(|_| panic!("not JSON: {d}")))
-        .collect();
-    (chunks, done_last)
+    post_json(s, CHAT, body, key).await
 }
 
 fn types(chunks: &[Value]) -> Vec<&str> {
@@ -255,14 +242,6 @@ async fn a_tool_call_arrives_as_tool_input_and_its_output_makes_the_answer() {
     assert_eq!(finish(&chunks)["finishReason"], "stop");
 }
 
-fn uploads_seen(s: &Setup) -> usize {
-    s.emulator
-        .recorded_requests()
-        .iter()
-        .filter(|r| r.method == "POST" && r.path.ends_with("/files"))
-        .count()
-}
-
 #[tokio::test]
 async fn a_file_part_reaches_gigachat_as_an_attachment() {
     let s = setup().await;
@@ -285,7 +264,7 @@ async fn a_file_part_reaches_gigachat_as_an_attachment() {
         text.starts_with("Echo: what is in it?") && text.contains("[attached: list.txt"),
         "{text}"
     );
-    assert_eq!(uploads_seen(&s), 1);
+    assert_eq!(uploads_seen(&s.emulator), 1);
 }
 
 /// The input tokens GigaChat counted for `body` (the emulator counts the
@@ -469,11 +448,7 @@ async fn a_client_that_goes_away_cancels_gigachat() {
     let first = response.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("\"type\":\"start\""));
     drop(response);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while s.emulator.stats().streams_cancelled == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let stats = s.emulator.stats();
+    let stats = stats_after_a_cancelled_stream(&s.emulator).await;
     assert_eq!(
         (stats.streams_cancelled, stats.streams_completed),
         (1, 0),
@@ -508,27 +483,7 @@ async fn resume_finds_nothing_and_preflights_pass() {
     assert_eq!(refusal(response).await.0, 405);
 
     let origin = "http://localhost:5173";
-    let preflight = s
-        .http
-        .request(reqwest::Method::OPTIONS, s.proxy.url(CHAT))
-        .header("origin", origin)
-        .header("access-control-request-method", "POST")
-        .header(
-            "access-control-request-headers",
-            "authorization, content-type",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(preflight.status(), 204);
-    let headers = preflight.headers();
-    assert_eq!(headers["access-control-allow-origin"], origin);
-    assert!(
-        headers["access-control-allow-methods"]
-            .to_str()
-            .unwrap()
-            .contains("POST")
-    );
+    assert_preflight_passes(&s, CHAT, origin, "authorization, content-type").await;
     let answer = s
         .http
         .post(s.proxy.url(CHAT))
@@ -555,27 +510,6 @@ async fn resume_finds_nothing_and_preflights_pass() {
         assert_eq!(response.headers()["allow"], allow, "{path}");
     }
     assert_eq!(s.emulator.stats().api_calls, 1);
-}
-
-/// The budget once every answer has been settled (a body is settled when
-/// the server drops it, just after the client has read it).
-async fn settled_budget(s: &Setup) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let budget: Value = s
-            .http
-            .get(s.proxy.url("/api/gigachat-budget"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if budget["reserved"] == 0 || Instant::now() > deadline {
-            return budget;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

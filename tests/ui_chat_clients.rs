@@ -18,13 +18,13 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use common::node::{installed_npm_version, node_packages_ready, repo_root};
+use common::script::{Checks, PROXY_VARIABLES, ScriptRun, pointer, run_case_script};
 use common::*;
 
 /// One script's whole run: seven cases, nine calls to a local proxy.
@@ -45,307 +45,28 @@ fn echo(prompt: &str) -> String {
     format!("Echo: {prompt}")
 }
 
-/// One `.ci/setup` at a time when packages are missing.
-static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn clients_dir() -> PathBuf {
-    repo_root().join("tests/ai_sdk_ui")
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn json_file(path: &Path) -> Option<Value> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
-}
-
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn node_on_path() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-}
-
-/// The installed version of `package` (an alias such as `ai5` included).
-fn installed_version(package: &str) -> Option<String> {
-    json_file(&clients_dir().join(format!("node_modules/{package}/package.json")))
-        .and_then(|p| p["version"].as_str().map(str::to_owned))
-}
-
-/// What is missing of the pinned npm packages, in words; empty when all is
-/// installed at the versions `package.json` pins.
-fn missing_node_packages() -> Vec<String> {
-    let dir = clients_dir();
-    let lock_is_newer = match (
-        modified(&dir.join("package-lock.json")),
-        modified(&dir.join("node_modules/.package-lock.json")),
-    ) {
-        (Some(lock), Some(installed)) => lock > installed,
-        _ => true,
-    };
-    if lock_is_newer {
-        return vec!["tests/ai_sdk_ui/node_modules as package-lock.json pins it".into()];
-    }
-    let pinned = json_file(&dir.join("package.json"))
-        .and_then(|p| p["dependencies"].as_object().cloned())
-        .unwrap_or_default();
-    if pinned.is_empty() {
-        return vec!["tests/ai_sdk_ui/package.json with its dependencies".into()];
-    }
-    pinned
-        .iter()
-        .filter_map(|(name, spec)| {
-            // "7.0.173", or an alias "npm:ai@5.0.277".
-            let spec = spec.as_str().unwrap_or("?");
-            let version = spec.rsplit('@').next().unwrap_or(spec);
-            let installed = installed_version(name);
-            (installed.as_deref() != Some(version)).then(|| {
-                format!(
-                    "tests/ai_sdk_ui/node_modules/{name} {version} (found {})",
-                    installed.as_deref().unwrap_or("none")
-                )
-            })
-        })
-        .collect()
-}
-
-fn run_setup(why: &str) {
-    eprintln!("ui_chat_clients: {why}; running .ci/setup (needs npm's registry)");
-    let status = Command::new("bash")
-        .arg(repo_root().join(".ci/setup"))
-        .current_dir(repo_root())
-        .status()
-        .expect("bash runs .ci/setup");
-    assert!(status.success(), ".ci/setup failed; see its output above");
-}
-
-/// `true` when Node.js and the pinned packages are there (running
-/// `.ci/setup` if only the packages are missing); `false` to skip, which
-/// only a machine without Node.js outside CI gets.
-fn node_ready(test: &str) -> bool {
-    let _setup = SETUP.lock().unwrap_or_else(|e| e.into_inner());
-    if !node_on_path() {
-        assert!(
-            !under_ci(),
-            "Node.js (`node` on PATH) is missing; .ci/setup installs it"
-        );
-        eprintln!(
-            "SKIPPED {test}: Node.js is not on PATH (run `bash .ci/setup`); under CI=true this fails"
-        );
-        return false;
-    }
-    let missing = missing_node_packages();
-    if !missing.is_empty() {
-        run_setup(&format!("missing {}", missing.join(", ")));
-        let missing = missing_node_packages();
-        assert!(
-            missing.is_empty(),
-            "still missing after .ci/setup: {}",
-            missing.join(", ")
-        );
-    }
-    true
-}
+const CLIENTS_DIR: &str = "tests/ai_sdk_ui";
 
 // ---- running the script -----------------------------------------------------
-
-struct ScriptRun {
-    cases: serde_json::Map<String, Value>,
-    /// Everything it printed, for failure messages.
-    output: String,
-}
 
 fn run_script(variant: &str, chat_url: &str, emulator_url: &str) -> ScriptRun {
     let mut command = Command::new("node");
     command
         .args(["chat.mjs", variant])
-        .current_dir(clients_dir())
+        .current_dir(repo_root().join(CLIENTS_DIR))
         .env("CHAT_URL", chat_url)
         .env("EMULATOR_URL", emulator_url)
         .env("CHAT_API_KEY", API_KEY)
-        .env("NODE_NO_WARNINGS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("NODE_NO_WARNINGS", "1");
     // A proxy for loopback in the developer's environment would steer the
     // client elsewhere.
-    for name in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
+    for name in PROXY_VARIABLES {
         command.env_remove(name);
     }
-    let mut child = command.spawn().expect("node starts chat.mjs");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out.join().unwrap();
-    let stderr = err.join().unwrap();
-    let output = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
-    let Some(status) = status else {
-        panic!("chat.mjs {variant} was stopped after {SCRIPT_TIMEOUT:?}\n{output}");
-    };
-    assert!(
-        status.success(),
-        "chat.mjs {variant} exited with {status}\n{output}"
-    );
-    let cases = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .and_then(|v| v["cases"].as_object().cloned())
-        .unwrap_or_else(|| panic!("chat.mjs {variant} printed no JSON result\n{output}"));
-    ScriptRun { cases, output }
+    run_case_script(command, &format!("chat.mjs {variant}"), SCRIPT_TIMEOUT)
 }
 
 // ---- assertions -------------------------------------------------------------
-
-/// Collects every failed expectation of a run, so one report shows all of a
-/// client's problems (with each failed case's wire exchanges) at once.
-struct Checks<'a> {
-    run: &'a ScriptRun,
-    client: &'static str,
-    failures: Vec<String>,
-    shown: Vec<String>,
-}
-
-/// `a.b.0.c` into a JSON value (`Null` when absent).
-fn pointer(value: &Value, path: &str) -> Value {
-    let pointer = format!("/{}", path.replace('.', "/"));
-    value.pointer(&pointer).cloned().unwrap_or(Value::Null)
-}
-
-impl<'a> Checks<'a> {
-    fn new(client: &'static str, run: &'a ScriptRun) -> Self {
-        Checks {
-            run,
-            client,
-            failures: Vec::new(),
-            shown: Vec::new(),
-        }
-    }
-
-    /// The case's result; a case whose script code threw is a failure.
-    fn case(&mut self, name: &str) -> Value {
-        let case = self.run.cases.get(name).cloned().unwrap_or(Value::Null);
-        if case.is_null() {
-            self.fail(name, "the script did not run this case".into());
-        } else if case["ok"] != true {
-            self.fail(name, format!("the script failed: {}", case["error"]));
-        }
-        case
-    }
-
-    fn check(&mut self, name: &str, ok: bool, what: impl FnOnce() -> String) {
-        if !ok {
-            self.fail(name, what());
-        }
-    }
-
-    fn eq(&mut self, name: &str, case: &Value, key: &str, expected: Value) {
-        let actual = pointer(case, key);
-        self.check(name, actual == expected, || {
-            format!("{key}: expected {expected}, got {actual}")
-        });
-    }
-
-    fn contains(&mut self, name: &str, case: &Value, key: &str, needle: &str) {
-        let actual = pointer(case, key);
-        self.check(
-            name,
-            actual.as_str().is_some_and(|s| s.contains(needle)),
-            || format!("{key}: expected a string containing {needle:?}, got {actual}"),
-        );
-    }
-
-    fn positive(&mut self, name: &str, case: &Value, key: &str) {
-        let actual = pointer(case, key);
-        self.check(name, actual.as_u64().is_some_and(|n| n > 0), || {
-            format!("{key}: expected a positive integer, got {actual}")
-        });
-    }
-
-    fn at_least(&mut self, name: &str, case: &Value, key: &str, min: usize) {
-        let actual = pointer(case, key);
-        let n = actual
-            .as_array()
-            .map(Vec::len)
-            .or_else(|| actual.as_u64().and_then(|n| usize::try_from(n).ok()));
-        self.check(name, n.is_some_and(|n| n >= min), || {
-            format!("{key}: expected at least {min}, got {actual}")
-        });
-    }
-
-    fn fail(&mut self, name: &str, what: String) {
-        self.failures
-            .push(format!("[{}/{name}] {what}", self.client));
-        if !self.shown.iter().any(|n| n == name) {
-            self.shown.push(name.to_owned());
-        }
-    }
-
-    fn finish(self) {
-        if self.failures.is_empty() {
-            return;
-        }
-        let mut report = format!(
-            "{} expectation(s) failed for {}:\n  {}\n",
-            self.failures.len(),
-            self.client,
-            self.failures.join("\n  ")
-        );
-        for name in &self.shown {
-            let case = self.run.cases.get(name).unwrap_or(&Value::Null);
-            report.push_str(&format!(
-                "\n=== case {name} ===\n{}\n",
-                serde_json::to_string_pretty(case).unwrap()
-            ));
-        }
-        let logged: String = self
-            .run
-            .output
-            .lines()
-            .filter(|line| !line.starts_with("{\"variant\""))
-            .collect::<Vec<_>>()
-            .join("\n");
-        report.push_str(&format!("\n=== script output ===\n{logged}"));
-        panic!("{report}");
-    }
-}
 
 /// The chunk types of one answer with repeats folded (`text-delta` ×5 →
 /// once), i.e. the protocol's sequence.
@@ -407,7 +128,7 @@ fn check_answer(
     c.eq(name, case, &prefix("message.role"), "assistant".into());
     let usage = prefix("message.metadata.usage");
     for key in ["inputTokens", "outputTokens", "totalTokens"] {
-        c.positive(name, case, &format!("{usage}.{key}"));
+        c.positive_integer(name, case, &format!("{usage}.{key}"));
     }
     let sum = pointer(case, &format!("{usage}.inputTokens"))
         .as_u64()
@@ -488,10 +209,10 @@ fn check_wire(c: &mut Checks, name: &str, case: &Value, index: usize) {
 }
 
 async fn ui_chat(variant: &'static str, package: &str, major: &str) {
-    if !node_ready(variant) {
+    if !node_packages_ready(variant, &[CLIENTS_DIR]) {
         return;
     }
-    let version = installed_version(package).unwrap_or_default();
+    let version = installed_npm_version(CLIENTS_DIR, package).unwrap_or_default();
     assert!(
         version.starts_with(&format!("{major}.")),
         "tests/ai_sdk_ui/node_modules/{package} is {version}, not ai {major}.x"

@@ -11,6 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gigachat_emulator::{Credential, Emulator, EmulatorConfig};
+
+pub mod chromium;
+pub mod node;
+pub mod routes;
+pub mod script;
 // Shared with the other crates' tests; re-exported so that `common::*`
 // brings them along (a test file that uses neither would warn otherwise).
 #[allow(unused_imports)]
