@@ -105,6 +105,23 @@ async fn download(s: &Setup, key: &str, id: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// GigaChat's own id behind a sealed one, which no client is shown: what
+/// the proxy sent upstream when the owner named the sealed id in `path`, a
+/// `GET` whose path or query ends with the id.
+async fn raw_id(s: &Setup, owner: &str, path: &str) -> String {
+    let (status, answer) = call(s, owner, Method::GET, path, None).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    let sent = s
+        .emulator
+        .recorded_requests()
+        .into_iter()
+        .rev()
+        .find(|request| request.method == "GET")
+        .unwrap()
+        .path;
+    sent.rsplit(['/', '=']).next().unwrap().to_owned()
+}
+
 /// A refusal without its request id, which differs per request.
 fn shape(mut error: Value) -> Value {
     error.as_object_mut().unwrap().remove("request_id");
@@ -123,7 +140,12 @@ async fn files_are_their_owners_alone() {
     let s = two_users().await;
     let file = upload(&s, ALICE, b"alice's private document").await;
     let id = file["id"].as_str().unwrap().to_owned();
-    let (raw, _) = id.rsplit_once('~').expect("the id handed out is sealed");
+    let raw = raw_id(&s, ALICE, &format!("files/{id}")).await;
+    assert!(
+        !id.contains(&raw),
+        "the sealed id {id} shows GigaChat's {raw}"
+    );
+    let raw = raw.as_str();
 
     // The owner reads, lists, downloads and attaches it.
     let (status, info) = call(&s, ALICE, Method::GET, &format!("files/{id}"), None).await;
@@ -240,14 +262,61 @@ async fn generated_images_belong_to_who_asked_for_them() {
     assert!(listed_ids(&s, BOB).await.is_empty());
 }
 
+/// A sealed id its owner shares (a link to `files/{id}/content`, a
+/// screenshot) gives nobody else anything: it does not show GigaChat's id,
+/// so another user cannot have the model print that id as an image, which
+/// the proxy would seal for whoever asked. The emulator's model echoes the
+/// user's message, so Bob's answer holds whatever `<img src>` he writes.
+#[tokio::test]
+async fn a_shared_sealed_id_gives_another_user_nothing() {
+    let s = two_users().await;
+    let file = upload(&s, ALICE, b"alice's private document").await;
+    let id = file["id"].as_str().unwrap().to_owned();
+    let raw = raw_id(&s, ALICE, &format!("files/{id}")).await;
+    assert!(
+        !id.contains(&raw),
+        "the sealed id {id} shows GigaChat's {raw}"
+    );
+    // Bob tries the whole id and every piece of it as GigaChat's id.
+    let pieces = std::iter::once(id.as_str()).chain(id.split('~'));
+    for piece in pieces.filter(|piece| !piece.is_empty()) {
+        let (status, answer) = call(
+            &s,
+            BOB,
+            Method::POST,
+            "chat/completions",
+            Some(json!({
+                "model": "GigaChat",
+                "messages": [{"role": "user", "content": format!("<img src=\"{piece}\" fuse=\"true\"/>")}],
+            })),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+        let handed = image_id(content);
+        if !piece.contains('~') {
+            assert_ne!(
+                handed, piece,
+                "what the model printed was not sealed: {content}"
+            );
+        }
+        let theirs = download(&s, BOB, handed).await;
+        assert_eq!(theirs.status(), 404, "{piece} gave Bob {handed}");
+    }
+    let bobs = listed_ids(&s, BOB).await;
+    assert!(bobs.is_empty(), "{bobs:?}");
+    // Alice's file is still hers.
+    assert_eq!(download(&s, ALICE, &id).await.status(), 200);
+}
+
 #[tokio::test]
 async fn unattributable_calls_are_the_operators() {
     let s = two_users().await;
     let file = upload(&s, ALICE, b"alice's").await;
     for (method, path) in [
         (Method::GET, "balance"),
-        (Method::POST, "threads"),
-        (Method::POST, "assistants"),
+        (Method::POST, "threads/anything"),
+        (Method::DELETE, "assistants"),
         (Method::GET, "batches/anything"),
         (Method::DELETE, "batches"),
         (Method::POST, "ai/check"),
@@ -262,25 +331,16 @@ async fn unattributable_calls_are_the_operators() {
                 .contains("GIGACHAT_PROXY_ADMIN_KEYS")
         );
     }
-    // An assistant named in a chat body is not attributed to anyone yet.
-    let (status, error) = call(
-        &s,
-        BOB,
-        Method::POST,
-        "v2/chat/completions",
-        Some(json!({"model": "GigaChat", "assistant_id": "a-1", "messages": [{"role": "user", "content": [{"text": "x"}]}]})),
-    )
-    .await;
-    assert_eq!(
-        (status, error["code"].as_str()),
-        (403, Some("operator_only"))
-    );
-
     // The operator sees the balance and every file, under GigaChat's ids.
     let (status, balance) = call(&s, OPERATOR, Method::GET, "balance", None).await;
     assert_eq!(status, 200, "{balance}");
-    let (raw, _) = file["id"].as_str().unwrap().rsplit_once('~').unwrap();
-    assert!(listed_ids(&s, OPERATOR).await.contains(&raw.to_owned()));
+    let raw = raw_id(
+        &s,
+        ALICE,
+        &format!("files/{}", file["id"].as_str().unwrap()),
+    )
+    .await;
+    assert!(listed_ids(&s, OPERATOR).await.contains(&raw));
 }
 
 #[tokio::test]
@@ -354,6 +414,49 @@ async fn instances_on_one_redis_share_lists_and_tags() {
     assert_eq!(theirs.status(), 404);
     let list: Value = on(2, BOB, "files").await.unwrap().json().await.unwrap();
     assert_eq!(list["data"], json!([]));
+    // Assistants and threads are listed the same way: created on one
+    // instance, listed for their owner by another, for nobody else.
+    let assistant: Value = http
+        .post(instances[0].url("/api/gigachat-api/assistants"))
+        .bearer_auth(ALICE)
+        .json(&json!({"model": "GigaChat", "name": "shared"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let thread: Value = http
+        .post(instances[0].url("/api/gigachat-api/threads"))
+        .bearer_auth(ALICE)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list: Value = on(1, ALICE, "assistants")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["data"][0]["assistant_id"], assistant["assistant_id"],
+        "{list}"
+    );
+    let list: Value = on(1, ALICE, "threads").await.unwrap().json().await.unwrap();
+    assert_eq!(list["threads"][0]["id"], thread["id"], "{list}");
+    let list: Value = on(2, BOB, "assistants")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"], json!([]));
+    let list: Value = on(2, BOB, "threads").await.unwrap().json().await.unwrap();
+    assert_eq!(list["threads"], json!([]));
 }
 
 #[tokio::test]
@@ -377,9 +480,9 @@ async fn threads_are_continued_by_their_owner_only() {
     .await;
     assert_eq!(status, 200, "{started}");
     let thread = started["thread_id"].as_str().unwrap().to_owned();
-    let (raw, _) = thread
-        .rsplit_once('~')
-        .expect("the thread id handed out is sealed");
+    // GigaChat's id of a v2 thread reaches no client (the emulator keeps no
+    // v2 thread to look it up by): a bare id stands in for it.
+    let raw = "c757a9c5-1b2d-4f1e-9d7a-0123456789ab";
     let (status, continued) = call(
         &s,
         ALICE,
@@ -527,9 +630,9 @@ async fn batches_and_their_results_are_their_owners_alone() {
     assert_eq!(created["status"], "created");
     assert_eq!(created["request_counts"]["total"], 2);
     let id = created["id"].as_str().unwrap().to_owned();
-    let (raw, _) = id
-        .rsplit_once('~')
-        .expect("the batch id handed out is sealed");
+    let raw = raw_id(&s, ALICE, &format!("batches?batch_id={id}")).await;
+    assert!(!id.contains(&raw), "{id} shows {raw}");
+    let raw = raw.as_str();
 
     // The owner asks for it by its id, lists it, and downloads its results;
     // no line failed, so the sealed attachment reached GigaChat opened.
@@ -580,13 +683,13 @@ async fn batches_and_their_results_are_their_owners_alone() {
         assert_eq!(status, 404, "{error}");
         assert_eq!(shape(error), unknown);
     }
-    let (output_raw, _) = output.rsplit_once('~').unwrap();
-    for results in [output.as_str(), output_raw] {
+    let output_raw = raw_id(&s, ALICE, &format!("files/{output}")).await;
+    for results in [output.as_str(), output_raw.as_str()] {
         assert_eq!(download(&s, BOB, results).await.status(), 404);
     }
     assert!(listed_batches(&s, BOB).await.is_empty());
-    let (raw_file, _) = file.rsplit_once('~').unwrap();
-    for named in [file.as_str(), raw_file] {
+    let raw_file = raw_id(&s, ALICE, &format!("files/{file}")).await;
+    for named in [file.as_str(), raw_file.as_str()] {
         let (status, error) =
             post_batch(&s, BOB, "chat_completions", &[batch_line("1", &[named])]).await;
         assert_eq!(
@@ -633,4 +736,552 @@ async fn batches_and_their_results_are_their_owners_alone() {
         error["message"].as_str().unwrap().contains("line 2"),
         "{error}"
     );
+}
+
+/// A v2 chat that names `assistant` (the v2 `assistant_id`).
+fn with_assistant(assistant: &str) -> Value {
+    json!({
+        "model": "GigaChat",
+        "assistant_id": assistant,
+        "messages": [{"role": "user", "content": [{"text": "hello"}]}],
+    })
+}
+
+async fn listed_assistants(s: &Setup, key: &str, query: &str) -> (u16, Value) {
+    call(s, key, Method::GET, &format!("assistants{query}"), None).await
+}
+
+#[tokio::test]
+async fn assistants_are_their_owners_alone() {
+    let s = two_users().await;
+    let file = upload(&s, ALICE, b"alice's handbook").await;
+    let file = file["id"].as_str().unwrap().to_owned();
+    let (status, created) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "assistants",
+        Some(json!({"model": "GigaChat", "name": "helper", "instructions": "be brief", "file_ids": [file]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["assistant_id"].as_str().unwrap().to_owned();
+    let raw = raw_id(&s, ALICE, &format!("assistants?assistant_id={id}")).await;
+    assert!(!id.contains(&raw), "{id} shows {raw}");
+    let raw = raw.as_str();
+
+    // The owner lists it, reads it by id, uses it in a chat.
+    let (status, mine) = listed_assistants(&s, ALICE, "").await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["data"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine["data"][0]["assistant_id"].as_str(), Some(id.as_str()));
+    assert_eq!(
+        mine["data"][0]["files"][0]["file_id"].as_str(),
+        Some(file.as_str())
+    );
+    let (status, one) = listed_assistants(&s, ALICE, &format!("?assistant_id={id}")).await;
+    assert_eq!(
+        (status, one["data"][0]["name"].as_str()),
+        (200, Some("helper"))
+    );
+    let (status, answer) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "v2/chat/completions",
+        Some(with_assistant(&id)),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+
+    // The other user: no trace of it, and every use is the 404 of an
+    // assistant that does not exist, by sealed or raw id.
+    let (status, theirs) = listed_assistants(&s, BOB, "").await;
+    assert_eq!((status, &theirs["data"]), (200, &json!([])));
+    for named in [id.as_str(), raw] {
+        let refusals = [
+            listed_assistants(&s, BOB, &format!("?assistant_id={named}")).await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "v2/chat/completions",
+                Some(with_assistant(named)),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "v2/chat/completions",
+                Some(
+                    json!({"model": "GigaChat", "storage": {"assistant_id": named},
+                    "messages": [{"role": "user", "content": [{"text": "x"}]}]}),
+                ),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "assistants/modify",
+                Some(json!({"assistant_id": named, "name": "mine now"})),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "assistants/files/delete",
+                Some(json!({"assistant_id": named, "file_id": file})),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "assistants/delete",
+                Some(json!({"assistant_id": named})),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "threads/messages/run",
+                Some(
+                    json!({"assistant_id": named, "messages": [{"role": "user", "content": "x"}]}),
+                ),
+            )
+            .await,
+        ];
+        for (status, error) in refusals {
+            assert_eq!(
+                (status, error["code"].as_str()),
+                (404, Some("object_not_found")),
+                "{named}: {error}"
+            );
+        }
+    }
+    // The raw id is no key for its owner either.
+    let (status, _) = listed_assistants(&s, ALICE, &format!("?assistant_id={raw}")).await;
+    assert_eq!(status, 404);
+
+    // The owner changes it, takes its file off, and deletes it.
+    let (status, changed) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "assistants/modify",
+        Some(json!({"assistant_id": id, "instructions": "be kind"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["assistant_id"].as_str(), Some(id.as_str()));
+    assert_eq!(changed["instructions"], "be kind");
+    let (status, unfiled) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "assistants/files/delete",
+        Some(json!({"assistant_id": id, "file_id": file})),
+    )
+    .await;
+    assert_eq!(
+        (status, unfiled["file_id"].as_str()),
+        (200, Some(file.as_str())),
+        "{unfiled}"
+    );
+    let (status, deleted) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "assistants/delete",
+        Some(json!({"assistant_id": id})),
+    )
+    .await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["assistant_id"].as_str(), Some(id.as_str()));
+    let (_, mine) = listed_assistants(&s, ALICE, "").await;
+    assert_eq!(mine["data"], json!([]));
+}
+
+#[tokio::test]
+async fn legacy_threads_are_their_owners_alone() {
+    let s = two_users().await;
+    let (status, created) = call(&s, ALICE, Method::POST, "v1/threads", Some(json!({}))).await;
+    assert_eq!(status, 200, "{created}");
+    let thread = created["id"].as_str().unwrap().to_owned();
+    let raw = raw_id(&s, ALICE, &format!("threads/messages?thread_id={thread}")).await;
+    assert!(!thread.contains(&raw), "{thread} shows {raw}");
+    let raw = raw.as_str();
+    let ask = |thread: &str, text: &str| json!({"thread_id": thread, "messages": [{"role": "user", "content": text}]});
+
+    // The owner adds to it, runs it, reads it back and finds it listed.
+    let (status, added) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "threads/messages",
+        Some(ask(&thread, "remember 42")),
+    )
+    .await;
+    assert_eq!(
+        (status, added["thread_id"].as_str()),
+        (200, Some(thread.as_str())),
+        "{added}"
+    );
+    let (status, ran) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "threads/messages/run",
+        Some(ask(&thread, "what number?")),
+    )
+    .await;
+    assert_eq!(status, 200, "{ran}");
+    assert_eq!(ran["thread_id"].as_str(), Some(thread.as_str()));
+    assert_eq!(ran["object"], "thread.completion");
+    let (status, history) = call(
+        &s,
+        ALICE,
+        Method::GET,
+        &format!("threads/messages?thread_id={thread}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        3,
+        "{history}"
+    );
+    assert_eq!(history["messages"][0]["content"], "remember 42");
+    let (status, rerun) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "threads/messages/rerun",
+        Some(json!({"thread_id": thread})),
+    )
+    .await;
+    assert_eq!(
+        (status, rerun["thread_id"].as_str()),
+        (200, Some(thread.as_str())),
+        "{rerun}"
+    );
+    let (status, started) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "threads/run",
+        Some(json!({"thread_id": thread})),
+    )
+    .await;
+    assert_eq!(
+        (status, started["thread_id"].as_str()),
+        (200, Some(thread.as_str())),
+        "{started}"
+    );
+    let (status, run) = call(
+        &s,
+        ALICE,
+        Method::GET,
+        &format!("threads/run?thread_id={thread}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, run["thread_id"].as_str()),
+        (200, Some(thread.as_str())),
+        "{run}"
+    );
+    let (status, mine) = call(&s, ALICE, Method::GET, "threads", None).await;
+    assert_eq!(status, 200, "{mine}");
+    let listed: Vec<&str> = mine["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [thread.as_str()]);
+    let (status, retrieved) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "threads/retrieve",
+        Some(json!({"threads_ids": [thread]})),
+    )
+    .await;
+    assert_eq!(
+        (status, retrieved["threads"][0]["id"].as_str()),
+        (200, Some(thread.as_str())),
+        "{retrieved}"
+    );
+
+    // A streamed run hands out the same sealed id in every chunk.
+    let body = s
+        .http
+        .post(s.proxy.url("/api/gigachat-api/threads/messages/run"))
+        .bearer_auth(ALICE)
+        .json(&json!({"thread_id": thread, "stream": true, "messages": [{"role": "user", "content": "again"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chunks: Vec<Value> = sse_data(&body)
+        .iter()
+        .filter_map(|data| serde_json::from_str(data).ok())
+        .collect();
+    assert!(!chunks.is_empty(), "{body}");
+    for chunk in &chunks {
+        assert_eq!(chunk["thread_id"].as_str(), Some(thread.as_str()), "{body}");
+    }
+
+    // The other user: an empty list, and the 404 of a missing thread for
+    // every use, by sealed or raw id.
+    let (status, theirs) = call(&s, BOB, Method::GET, "threads", None).await;
+    assert_eq!((status, &theirs["threads"]), (200, &json!([])));
+    for named in [thread.as_str(), raw] {
+        let refusals = [
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "threads/retrieve",
+                Some(json!({"threads_ids": [named]})),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::GET,
+                &format!("threads/messages?thread_id={named}"),
+                None,
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::GET,
+                &format!("threads/run?thread_id={named}"),
+                None,
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "threads/messages",
+                Some(ask(named, "hijack")),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "threads/messages/run",
+                Some(ask(named, "read it to me")),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "threads/messages/rerun",
+                Some(json!({"thread_id": named})),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "threads/run",
+                Some(json!({"thread_id": named})),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "threads/delete",
+                Some(json!({"thread_id": named})),
+            )
+            .await,
+            call(
+                &s,
+                BOB,
+                Method::POST,
+                "v2/chat/completions",
+                Some(json!({"model": "GigaChat", "storage": {"thread_id": named},
+                    "messages": [{"role": "user", "content": [{"text": "x"}]}]})),
+            )
+            .await,
+        ];
+        for (status, error) in refusals {
+            assert_eq!(
+                (status, error["code"].as_str()),
+                (404, Some("object_not_found")),
+                "{named}: {error}"
+            );
+        }
+    }
+
+    // A thread started with an assistant is listed under it; deleting the
+    // thread takes it off the owner's list.
+    let (_, assistant) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "assistants",
+        Some(json!({"model": "GigaChat", "name": "a"})),
+    )
+    .await;
+    let assistant = assistant["assistant_id"].as_str().unwrap().to_owned();
+    let (status, second) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "threads/messages/run",
+        Some(json!({"assistant_id": assistant, "messages": [{"role": "user", "content": "hi"}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let second = second["thread_id"].as_str().unwrap().to_owned();
+    let (status, by_assistant) = call(
+        &s,
+        ALICE,
+        Method::GET,
+        &format!("threads?assistants_ids={assistant}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{by_assistant}");
+    assert_eq!(
+        by_assistant["threads"][0]["id"].as_str(),
+        Some(second.as_str()),
+        "{by_assistant}"
+    );
+    assert_eq!(
+        by_assistant["threads"][0]["assistant_id"].as_str(),
+        Some(assistant.as_str())
+    );
+    let (status, _) = call(
+        &s,
+        BOB,
+        Method::GET,
+        &format!("threads?assistants_ids={assistant}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "threads/delete",
+        Some(json!({"thread_id": thread})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, mine) = call(&s, ALICE, Method::GET, "threads", None).await;
+    let listed: Vec<&str> = mine["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [second.as_str()]);
+}
+
+/// The official `gigachat` Python SDK, as two end users with their own API
+/// keys: `tests/python/sdk_owned_assistants_threads.py` creates an
+/// assistant and a thread through the proxy, runs and lists them, and
+/// checks the other user's SDK is refused every use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_owns_its_assistants_and_threads() {
+    let python = tokio::task::spawn_blocking(|| python_importing("gigachat"))
+        .await
+        .unwrap();
+    let s = two_users().await;
+    let proxy_url = s.proxy.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg("tests/python/sdk_owned_assistants_threads.py")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("GIGACHAT_PROXY_URL", proxy_url)
+            .env("OWNER_KEY", ALICE)
+            .env("OTHER_KEY", BOB)
+            .output()
+            .expect("python starts")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}\n{stderr}");
+    // What reached GigaChat named its own ids, never a sealed one (a
+    // sealed id in a body is refused by the emulator as unknown, which
+    // fails the script).
+    let stateful: Vec<_> = s
+        .emulator
+        .recorded_requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/assistants") || r.path.contains("/threads"))
+        .collect();
+    assert!(stateful.len() >= 10, "{}", stateful.len());
+    assert!(
+        stateful.iter().any(|r| r.path.contains("thread_id=")),
+        "no query named a thread"
+    );
+    for request in stateful {
+        assert!(!request.path.contains('~'), "{}", request.path);
+    }
+}
+
+/// A thread run spends tokens like a chat, so it is charged to the
+/// caller's token budget: threads are no way around a budget.
+#[tokio::test]
+async fn thread_runs_are_charged_to_the_token_budget() {
+    let s = setup_with(
+        |_| {},
+        &[
+            ("GIGACHAT_PROXY_API_KEYS", KEYS),
+            ("GIGACHAT_PROXY_TOKEN_BUDGET", "100000/d"),
+        ],
+    )
+    .await;
+    let used = |s: &Setup| {
+        let request = s
+            .http
+            .get(s.proxy.url("/api/gigachat-budget"))
+            .bearer_auth(ALICE)
+            .send();
+        async move {
+            let budget: Value = request.await.unwrap().json().await.unwrap();
+            budget["used"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(used(&s).await, 0);
+    let (status, ran) = call(
+        &s,
+        ALICE,
+        Method::POST,
+        "threads/messages/run",
+        Some(
+            json!({"model": "GigaChat", "messages": [{"role": "user", "content": "count to ten"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{ran}");
+    let billed = ran["usage"]["total_tokens"].as_u64().unwrap();
+    // The charge settles when the answer's body ends; poll for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while used(&s).await != billed && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(used(&s).await, billed);
 }

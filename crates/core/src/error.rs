@@ -301,7 +301,7 @@ impl Error {
             Error::Policy(refusal) => refusal.hint(),
             Error::ObjectNotFound(_) => "Use an id this proxy gave you for this identity (it ends in `~` and a tag): ids of other users' objects, and ids from before ownership was turned on, are not found.".into(),
             Error::OperatorOnly => "Only identities named in GIGACHAT_PROXY_ADMIN_KEYS (operator API keys, or `sub:<JWT subject>`), or holding a JWT whose scope includes GIGACHAT_PROXY_ADMIN_SCOPE, may make this call; an operator may also turn ownership off with GIGACHAT_PROXY_OWNERSHIP=off where every caller is trusted.".into(),
-            Error::OwnershipUnreadableBody => "Send the chat request as a JSON object (Content-Type: application/json).".into(),
+            Error::OwnershipUnreadableBody => "Send the request body as a JSON object (Content-Type: application/json).".into(),
         }
     }
 

@@ -299,9 +299,53 @@ async fn answer(
                 None => api_error(StatusCode::NOT_FOUND, "Batch task not found"),
             }
         }
+        (["assistants", ..], _) => assistant_call(shared, m, &segments, parts.uri.query(), &body),
+        (["threads", ..], _) => {
+            crate::threads::route(shared, m, &segments, parts.uri.query(), &body, guard)
+        }
         (path, _) if known_path(path) => method_not_allowed(),
         _ => not_found(),
     }
+}
+
+/// Routes `/assistants/…`; `segments` start with `assistants`.
+fn assistant_call(
+    shared: &Shared,
+    method: &Method,
+    segments: &[&str],
+    query: Option<&str>,
+    body: &[u8],
+) -> Response<Body> {
+    use crate::assistants as a;
+    let outcome = match (segments, method) {
+        (["assistants"], &Method::GET) => {
+            let asked = query
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("assistant_id="));
+            a::list(shared, asked).map(|list| json(StatusCode::OK, &list))
+        }
+        (["assistants"], &Method::POST) => {
+            a::create(shared, body).map(|made| json(StatusCode::OK, &a::created(&made)))
+        }
+        (["assistants", "modify"], &Method::POST) => {
+            a::modify(shared, body).map(|changed| json(StatusCode::OK, &a::out(shared, &changed)))
+        }
+        (["assistants", "delete"], &Method::POST) => {
+            a::delete(shared, body).map(|id| json(StatusCode::OK, &a::deleted(&id)))
+        }
+        (["assistants", "files", "delete"], &Method::POST) => {
+            a::delete_file(shared, body).map(|id| json(StatusCode::OK, &a::file_deleted(&id)))
+        }
+        (
+            ["assistants"]
+            | ["assistants", "modify" | "delete"]
+            | ["assistants", "files", "delete"],
+            _,
+        ) => return method_not_allowed(),
+        _ => return not_found(),
+    };
+    outcome.unwrap_or_else(|error| chat_error(&error))
 }
 
 fn known_path(segments: &[&str]) -> bool {
@@ -372,7 +416,7 @@ fn raw_json(bytes: Vec<u8>) -> Response<Body> {
     resp
 }
 
-fn event_stream(body: Body, keep_alive: bool) -> Response<Body> {
+pub(crate) fn event_stream(body: Body, keep_alive: bool) -> Response<Body> {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(
@@ -396,6 +440,9 @@ fn chat(
     flavor: Flavor,
     guard: InflightGuard,
 ) -> Response<Body> {
+    if flavor == Flavor::V2 && crate::storage::names_unknown_assistant(shared, body) {
+        return api_error(StatusCode::NOT_FOUND, "Assistant not found");
+    }
     let planned = match flavor {
         Flavor::V1 => chat::plan_v1(body, &|id| files::attached(shared, id)),
         Flavor::V2 => chat::plan_v2(body),

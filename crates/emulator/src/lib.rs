@@ -3,7 +3,8 @@
 //! The real service is unreachable from development machines and CI, so the
 //! proxy starts this in-process when no credentials are configured, and every
 //! black-box test runs the proxy against it. It therefore aims to be faithful
-//! on the wire (OAuth, the v1 and v2 API, their headers and error shapes),
+//! on the wire (OAuth, the v1 and v2 API with files, batches, assistants and
+//! legacy threads kept in memory, their headers and error shapes),
 //! deterministic (replies echo the last user message and name its
 //! attachments; a function is called when the request forces it or the
 //! last user message names it; the answer after a function result quotes
@@ -23,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod api;
+mod assistants;
 mod batches;
 mod chat;
 mod control;
@@ -36,6 +38,7 @@ mod server;
 mod sse;
 mod state;
 mod storage;
+mod threads;
 mod tls;
 mod util;
 

@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub tokens: Mutex<HashMap<String, TokenInfo>>,
     pub files: Mutex<Vec<StoredFile>>,
     pub batches: Mutex<Vec<crate::batches::StoredBatch>>,
+    pub assistants: Mutex<Vec<crate::assistants::StoredAssistant>>,
+    pub threads: Mutex<Vec<crate::threads::StoredThread>>,
     /// In-flight API requests across all credentials (for max_concurrent_api).
     pub inflight: AtomicU64,
     /// In-flight API requests per credential key (for the 429 limit).
@@ -78,6 +80,8 @@ impl Shared {
             tokens: Mutex::new(HashMap::new()),
             files: Mutex::new(Vec::new()),
             batches: Mutex::new(Vec::new()),
+            assistants: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
             inflight: AtomicU64::new(0),
             per_key_inflight: Mutex::new(HashMap::new()),
             oauth_window: Mutex::new(HashMap::new()),

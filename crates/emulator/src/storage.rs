@@ -2,9 +2,32 @@
 //! thread (`thread_id`) the exchange was stored in, a new one when the
 //! request asked for storage without naming one. The emulator keeps no
 //! history; it only hands out and echoes thread ids, which is what a proxy
-//! in front of it needs to check who may continue which thread.
+//! in front of it needs to check who may continue which thread. An
+//! assistant a v2 request names must exist (`assistants.rs`).
 
 use serde_json::Value;
+
+use crate::state::Shared;
+
+/// Whether a v2 request names an assistant (`assistant_id`, or in
+/// `storage`) the emulator does not have: the service refuses it, and a
+/// proxy that forwards a wrong id is seen.
+pub(crate) fn names_unknown_assistant(shared: &Shared, request: &[u8]) -> bool {
+    let Ok(request) = serde_json::from_slice::<Value>(request) else {
+        return false;
+    };
+    [
+        request.get("assistant_id"),
+        request.pointer("/storage/assistant_id"),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|id| !id.is_null())
+    .any(|id| {
+        id.as_str()
+            .is_none_or(|id| crate::assistants::find(shared, id).is_none())
+    })
+}
 
 /// The answer with `thread_id` added when the request used `storage`.
 pub(crate) fn with_thread(request: &[u8], answer: Vec<u8>) -> Vec<u8> {

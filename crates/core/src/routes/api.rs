@@ -262,13 +262,20 @@ pub(super) async fn send_call(
     // The token budget reserves this call's estimate before it waits for
     // any slot, so a spent caller is refused at once.
     let mut body = body;
+    // A thread run costs what a chat does, and is written like a v1 chat
+    // (`max_tokens` and `usage` at the top level): the budget charges it
+    // as one, so threads are no way around a spent budget.
+    let billed_as = match MaxTokensAt::of(endpoint, &parts.method, path) {
+        Some(MaxTokensAt::TopLevel) if endpoint == Endpoint::Threads => Endpoint::Chat,
+        _ => endpoint,
+    };
     let reservation = ready
         .limiter
         .reserve_tokens(
             &identity.key,
             identity.anonymous,
             identity.token_budget,
-            endpoint,
+            billed_as,
             &mut body,
         )
         .await?;

@@ -55,8 +55,13 @@ const FILES: [Endpoint; 5] = [
 
 /// What a public page needs: chat in both versions, the model list,
 /// embeddings, token counts, and the files and threads ownership keeps
-/// apart per user. The balance, assistants (shared configuration), batches
-/// and anything the proxy does not know stay with the operator.
+/// apart per user (a thread run is charged to the budget like a chat).
+/// The balance, batches and anything the proxy does not know stay with the
+/// operator, and so do assistants: ownership would keep them apart too,
+/// but they are stored configuration a visitor seldom needs to write, each
+/// persists under the operator's key with no per-user quota, so any cap
+/// GigaChat puts on an account's assistants would be one visitor's to use
+/// up for everyone.
 const DEPLOYED_DEFAULT: [Endpoint; 12] = [
     Endpoint::Chat,
     Endpoint::ChatV2,
