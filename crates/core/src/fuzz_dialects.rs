@@ -15,9 +15,23 @@ pub fn translate_requests(body: &[u8]) {
         return;
     };
     let config = crate::openai::config::OpenAiConfig::default();
-    if let Ok(chat) = crate::openai::request::translate(&request, &config) {
+    let full = crate::openai::request::translate(&request, &config);
+    if let Ok(chat) = &full {
         // What goes upstream is always a JSON object that serializes.
         assert!(serde_json::to_vec(&chat.body).is_ok());
+    }
+    // The fast path for plain chats answers only where the full
+    // translation answers the same bytes and plan.
+    if let Some((body, plan)) = crate::openai::plain_chat::translate(body, &config) {
+        let chat = full.as_ref().ok();
+        assert!(
+            chat.is_some(),
+            "the fast path took a chat request the full translation refuses"
+        );
+        let full_body = chat.and_then(|chat| serde_json::to_vec(&chat.body).ok());
+        assert_eq!(full_body.as_deref(), Some(&body[..]));
+        let full_plan = chat.map(|chat| format!("{:?}", chat.plan));
+        assert_eq!(full_plan, Some(format!("{plan:?}")));
     }
     let _ = crate::openai::responses::translate_request(&request, &config);
     let _ = crate::openai::embeddings::translate_request(&request, &config);
@@ -120,5 +134,6 @@ mod tests {
         }
         super::translate_requests(br##"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"$ref":"#"}}}]}"##);
         super::translate_requests(br#"{"messages":[{"id":"u","role":"user","parts":[{"type":"text","text":"q"}]}],"input":[1,2]}"#);
+        super::translate_requests(br#"{"model":"gpt-4o","messages":[{"role":"system","content":"s"},{"role":"user","content":"q"}],"temperature":0,"stream":true}"#);
     }
 }

@@ -8,22 +8,40 @@
 //! the open blocks in 5 and 6), a `finishReason` from the closed list the
 //! newer versions validate, a tool call's input as an object under the
 //! client's own tool name, and an `error` chunk rather than a stream that
-//! just stops. Text is never held: each delta goes out when it comes.
+//! just stops. Text is never held: each delta goes out when it comes. The
+//! stream's rules (finish, usage, errors, breaking off) are the shared
+//! reader's (`openai::gigachat_stream`); this is the framing.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use bytes::{BufMut, BytesMut};
-use http::StatusCode;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::UiPlan;
-use crate::openai::errors::safe_message;
-use crate::openai::gigachat::{self, ChatChunk, ChatUsage, ChunkChoice, FunctionCall};
-use crate::openai::stream_body::Translate;
+use crate::openai::gigachat::{self, ChatUsage, FunctionCall};
+use crate::openai::gigachat_stream::{Fault, Framing, GigaChatStream, Piece, Step};
 
-pub(crate) struct UiChunks {
+/// The UI message stream: GigaChat's stream read by the shared reader,
+/// framed as the AI SDK's UI message chunks.
+pub(crate) type UiChunks = GigaChatStream<UiFraming>;
+
+impl GigaChatStream<UiFraming> {
+    pub(crate) fn new(plan: UiPlan, request_id: &str) -> Self {
+        GigaChatStream::reading(UiFraming {
+            plan,
+            request_id: request_id.to_owned(),
+            started: false,
+            open: None,
+            texts: 0,
+            reasonings: 0,
+            calls: 0,
+            finish_reason: "other",
+        })
+    }
+}
+
+pub(crate) struct UiFraming {
     plan: UiPlan,
     request_id: String,
     /// `start` and `start-step` have gone out.
@@ -34,13 +52,9 @@ pub(crate) struct UiChunks {
     reasonings: usize,
     /// Tool calls sent so far.
     calls: usize,
-    /// The answer finished (`finish-step` sent) with this reason; `finish`
+    /// The reason of the answer's finish (`finish-step` sent); `finish`
     /// waits for the usage, or the end of the stream.
-    finish_reason: Option<&'static str>,
-    finish_sent: bool,
-    usage: Option<ChatUsage>,
-    /// `[DONE]` (and whatever had to precede it) has been written.
-    closed: bool,
+    finish_reason: &'static str,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -49,23 +63,7 @@ enum Block {
     Reasoning,
 }
 
-impl UiChunks {
-    pub(crate) fn new(plan: UiPlan, request_id: &str) -> Self {
-        Self {
-            plan,
-            request_id: request_id.to_owned(),
-            started: false,
-            open: None,
-            texts: 0,
-            reasonings: 0,
-            calls: 0,
-            finish_reason: None,
-            finish_sent: false,
-            usage: None,
-            closed: false,
-        }
-    }
-
+impl UiFraming {
     fn ensure_started(&mut self, out: &mut BytesMut) {
         if !self.started {
             out.extend_from_slice(
@@ -205,37 +203,6 @@ impl UiChunks {
         self.calls += 1;
     }
 
-    fn choice(&mut self, choice: ChunkChoice<'_>, out: &mut BytesMut) {
-        let ChunkChoice {
-            delta,
-            finish_reason,
-            ..
-        } = choice;
-        // GigaChat's own roles (`function_in_progress` while a built-in
-        // runs) are its bookkeeping, not the answer.
-        let foreign_role = delta
-            .role
-            .as_deref()
-            .is_some_and(|role| role != "assistant");
-        if !foreign_role {
-            if let Some(reasoning) = delta.reasoning_content.as_deref().filter(|t| !t.is_empty()) {
-                self.delta(Block::Reasoning, reasoning, out);
-            }
-            if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
-                self.delta(Block::Text, text, out);
-            }
-            if let Some(call) = &delta.function_call {
-                self.tool_call(call, delta.functions_state_id.as_deref(), out);
-            }
-        }
-        if let Some(reason) = finish_reason {
-            self.ensure_started(out);
-            self.close_block(out);
-            out.extend_from_slice(b"data: {\"type\":\"finish-step\"}\n\n");
-            self.finish_reason = Some(self.finish_reason_of(&reason));
-        }
-    }
-
     /// The AI SDK's reason for GigaChat's, from the list every version
     /// accepts (`unknown` fails validation in 6 and 7).
     fn finish_reason_of(&self, gigachat: &str) -> &'static str {
@@ -248,22 +215,37 @@ impl UiChunks {
             _ => "other",
         }
     }
+}
 
-    /// `finish` once the answer finished and its usage is known, or
-    /// `at_end` (the stream is over, usage or not).
-    fn send_finish(&mut self, out: &mut BytesMut, at_end: bool) {
-        let Some(reason) = self.finish_reason else {
-            return;
-        };
-        if self.finish_sent || (self.usage.is_none() && !at_end) {
-            return;
+impl Framing for UiFraming {
+    fn piece(&mut self, piece: Piece<'_>, _usage: Option<ChatUsage>, out: &mut BytesMut) -> Step {
+        if let Some(reasoning) = piece.reasoning.as_deref() {
+            self.delta(Block::Reasoning, reasoning, out);
         }
+        if let Some(text) = piece.text.as_deref() {
+            self.delta(Block::Text, text, out);
+        }
+        if let Some(call) = &piece.call {
+            self.tool_call(call, piece.state_id.as_deref(), out);
+        }
+        let Some(reason) = piece.finish_reason else {
+            return Step::Continues;
+        };
+        self.ensure_started(out);
+        self.close_block(out);
+        out.extend_from_slice(b"data: {\"type\":\"finish-step\"}\n\n");
+        self.finish_reason = self.finish_reason_of(&reason);
+        Step::Finished { usage_told: false }
+    }
+
+    /// `finish`, with the usage in its metadata when GigaChat sent it.
+    fn finished(&mut self, usage: Option<ChatUsage>, out: &mut BytesMut) {
         put_chunk(
             out,
             &Finish {
                 kind: "finish",
-                finish_reason: reason,
-                message_metadata: self.usage.map(|usage| Metadata {
+                finish_reason: self.finish_reason,
+                message_metadata: usage.map(|usage| Metadata {
                     usage: UsageOut {
                         input_tokens: usage.prompt_tokens,
                         output_tokens: usage.completion_tokens,
@@ -274,43 +256,31 @@ impl UiChunks {
                 }),
             },
         );
-        self.finish_sent = true;
     }
 
-    /// Ends a finished answer with `finish` and `[DONE]`; an answer that
-    /// never finished ends with an error instead.
-    fn close(&mut self, out: &mut BytesMut) {
-        if self.closed {
-            return;
-        }
-        if self.finish_reason.is_none() {
-            self.fail(
-                out,
-                Cow::Borrowed(
-                    "GigaChat's answer ended before it finished; the text so far is incomplete. Send the message again.",
-                ),
-            );
-            return;
-        }
-        self.send_finish(out, true);
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        self.closed = true;
-    }
-
-    /// Ends the stream with an `error` chunk (useChat's status becomes
-    /// `error`, `error.message` this text) and `[DONE]`, which the SDK
-    /// ignores but tells any other reader the stream ended on purpose. A
-    /// block left open stays open: its text is incomplete. After a
-    /// finished answer (an error while waiting for GigaChat's `[DONE]`) the
-    /// answer stands.
-    fn fail(&mut self, out: &mut BytesMut, message: Cow<'_, str>) {
-        if self.closed {
-            return;
-        }
-        if self.finish_reason.is_some() {
-            self.close(out);
-            return;
-        }
+    /// An `error` chunk: useChat's status becomes `error`, `error.message`
+    /// this text; the `[DONE]` after it the SDK ignores, but it tells any
+    /// other reader the stream ended on purpose. A block left open stays
+    /// open: its text is incomplete.
+    fn fault(&mut self, fault: Fault, out: &mut BytesMut) {
+        let message = match fault {
+            Fault::Malformed => {
+                "GigaChat sent a stream event the proxy cannot read; the answer is incomplete"
+                    .to_owned()
+            }
+            Fault::Incomplete => "GigaChat's answer ended before it finished; the text so far is incomplete. Send the message again.".to_owned(),
+            // useChat shows it as the error's message, so it is prose, not
+            // JSON.
+            Fault::Proxy { message, .. } => {
+                message.unwrap_or_else(|| "The answer failed in the middle".to_owned())
+            }
+            Fault::Upstream { status, message } => match message {
+                Some(message) => {
+                    format!("GigaChat failed with status {}: {message}", status.as_u16())
+                }
+                None => format!("GigaChat failed with status {}", status.as_u16()),
+            },
+        };
         let text = format!("{message} (request id {})", self.request_id);
         put_chunk(
             out,
@@ -319,104 +289,7 @@ impl UiChunks {
                 error_text: &text,
             },
         );
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        self.closed = true;
     }
-}
-
-impl Translate for UiChunks {
-    fn event(&mut self, data: &str, out: &mut BytesMut) -> bool {
-        if self.closed {
-            // Past GigaChat's `[DONE]`: the rest is read to its end (so the
-            // connection can be reused) and ignored.
-            return true;
-        }
-        let data = data.trim();
-        if data == "[DONE]" {
-            self.close(out);
-            return true;
-        }
-        if !data.starts_with('{') {
-            // Not a chunk (a keep-alive of some gateway, say).
-            return true;
-        }
-        let Ok(chunk) = serde_json::from_str::<ChatChunk<'_>>(data) else {
-            self.fail(
-                out,
-                Cow::Borrowed(
-                    "GigaChat sent a stream event the proxy cannot read; the answer is incomplete",
-                ),
-            );
-            return false;
-        };
-        if chunk.choices.is_empty() && chunk.usage.is_none() {
-            if let Some(message) = error_in(data) {
-                self.fail(out, Cow::Owned(message));
-                return false;
-            }
-            return true;
-        }
-        if self.usage.is_none() {
-            self.usage = chunk.usage;
-        }
-        if self.finish_reason.is_none() {
-            for choice in chunk.choices {
-                self.choice(choice, out);
-                if self.finish_reason.is_some() {
-                    break;
-                }
-            }
-        }
-        self.send_finish(out, false);
-        true
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) {
-        self.close(out);
-    }
-}
-
-/// A readable sentence for an error object where a chunk should be: the
-/// proxy's own `{"error": {"message", "code", …}}` (the upstream broke off
-/// or timed out) or GigaChat's `{"status", "message"}`. useChat shows it
-/// as the error's message, so it is prose, not JSON.
-fn error_in(data: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct ErrorEvent<'a> {
-        #[serde(borrow)]
-        error: Option<ErrorBody<'a>>,
-        status: Option<u16>,
-        #[serde(borrow)]
-        message: Option<Cow<'a, str>>,
-    }
-    #[derive(Deserialize)]
-    struct ErrorBody<'a> {
-        #[serde(borrow)]
-        message: Option<Cow<'a, str>>,
-    }
-    let event: ErrorEvent<'_> = serde_json::from_str(data).ok()?;
-    if let Some(error) = event.error {
-        let message = error
-            .message
-            .as_deref()
-            .map(safe_message)
-            .filter(|message| !message.is_empty())
-            .unwrap_or_else(|| "The answer failed in the middle".to_owned());
-        return Some(message);
-    }
-    let status = StatusCode::from_u16(event.status?)
-        .ok()
-        .filter(|status| status.is_client_error() || status.is_server_error())?;
-    let message = event
-        .message
-        .as_deref()
-        .map(safe_message)
-        .unwrap_or_default();
-    Some(if message.is_empty() {
-        format!("GigaChat failed with status {}", status.as_u16())
-    } else {
-        format!("GigaChat failed with status {}: {message}", status.as_u16())
-    })
 }
 
 /// One `data:` line, the JSON serialised straight into the output.
@@ -536,12 +409,13 @@ struct ErrorChunk<'a> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::body::{BoxError, ProxyBody};
-    use crate::openai::stream_body::TranslatedStream;
-    use crate::usage::{Usage, UsageCell};
+    use crate::openai::gigachat_stream::recorded::{
+        self, CALL_IN_FINISH, CALL_THEN_FINISH, RECORDED_TEXT, feed, parse_events as parse_chunks,
+        sse_events, text_chunk,
+    };
+    use crate::openai::stream_body::Translate;
+    use crate::usage::Usage;
     use bytes::Bytes;
-    use http_body::Frame;
-    use http_body_util::{BodyExt, StreamBody};
     use serde_json::json;
 
     /// The reference's canonical text answer, byte for byte (what
@@ -573,37 +447,11 @@ mod tests {
         "data: [DONE]\n\n",
     );
 
-    /// GigaChat's v1 stream as recorded (the SDK's cassette): multi-byte
-    /// text, so splits land inside characters, and usage on the finish.
-    const RECORDED_TEXT: &str = concat!(
-        "data: {\"choices\":[{\"delta\":{\"content\":\"$1\\\\, 2\\\\, 3$  \\n\\n**Подробный разбор:\",\"role\":\"assistant\"},\"index\":0}],\"created\":1768996176,\"model\":\"GigaChat:2.0.28.2\",\"object\":\"chat.completion\"}\n\n",
-        "data: {\"choices\":[{\"delta\":{\"content\":\"**\\n- Начинаем счёт с единицы.\"},\"index\":0}],\"created\":1768996176,\"model\":\"GigaChat:2.0.28.2\",\"object\":\"chat.completion\"}\n\n",
-        "data: {\"choices\":[{\"delta\":{\"content\":\"\"},\"index\":0,\"finish_reason\":\"stop\"}],\"created\":1768996176,\"model\":\"GigaChat:2.0.28.2\",\"object\":\"chat.completion\",\"usage\":{\"prompt_tokens\":17,\"completion_tokens\":42,\"total_tokens\":59,\"precached_prompt_tokens\":2}}\n\n",
-        "data: [DONE]\n\n",
-    );
-
-    /// The emulator's shape: the call in its own chunk, then the finish.
-    const CALL_THEN_FINISH: &str = concat!(
-        "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\",\"function_call\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Москва\"}},\"functions_state_id\":\"019ed0c7-f14d\"},\"index\":0}],\"created\":1764441600,\"model\":\"GigaChat-2-Max\",\"object\":\"chat.completion\"}\n\n",
-        "data: {\"choices\":[{\"delta\":{\"content\":\"\"},\"index\":0,\"finish_reason\":\"function_call\"}],\"created\":1764441600,\"model\":\"GigaChat-2-Max\",\"object\":\"chat.completion\",\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":18,\"total_tokens\":138,\"precached_prompt_tokens\":0}}\n\n",
-        "data: [DONE]\n\n",
-    );
-
-    /// The other shape GigaChat has sent: the call in the finish chunk.
-    const CALL_IN_FINISH: &str = concat!(
-        "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\",\"function_call\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Москва\"}},\"functions_state_id\":\"019ed0c7-f14d\"},\"index\":0,\"finish_reason\":\"function_call\"}],\"created\":1764441600,\"model\":\"GigaChat-2-Max\",\"object\":\"chat.completion\",\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":18,\"total_tokens\":138,\"precached_prompt_tokens\":0}}\n\n",
-        "data: [DONE]\n\n",
-    );
-
     fn plan() -> UiPlan {
         UiPlan {
             model: "GigaChat-2-Max".into(),
             renamed_tools: Vec::new(),
         }
-    }
-
-    fn text_chunk(content: &str) -> String {
-        json!({"choices": [{"delta": {"content": content}, "index": 0}], "created": 5, "model": "GigaChat", "object": "chat.completion"}).to_string()
     }
 
     fn reasoning_chunk(reasoning: &str) -> String {
@@ -619,44 +467,8 @@ mod tests {
         json!({"choices": [], "created": 5, "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17, "precached_prompt_tokens": 0}}).to_string()
     }
 
-    /// Feeds events' data straight to the translator (as `TranslatedStream`
-    /// does), stopping where it asks to; returns the output and whether it
-    /// asked to stop.
     fn translate(plan: UiPlan, events: &[String]) -> (String, bool) {
-        let mut chunks = UiChunks::new(plan, "R");
-        let mut out = BytesMut::new();
-        let mut stopped = false;
-        for data in events {
-            if !chunks.event(data, &mut out) {
-                stopped = true;
-                break;
-            }
-        }
-        chunks.finish(&mut out);
-        (String::from_utf8(out.to_vec()).unwrap(), stopped)
-    }
-
-    fn sse_events(sse: &str) -> Vec<String> {
-        sse.split("\n\n")
-            .filter_map(|event| event.strip_prefix("data: "))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The `data:` payloads: JSON chunks, or the string `[DONE]`.
-    fn parse_chunks(sse: &str) -> Vec<Value> {
-        assert!(sse.ends_with("\n\n"), "{sse:?}");
-        sse.split("\n\n")
-            .filter(|event| !event.is_empty())
-            .map(|event| {
-                let data = event.strip_prefix("data: ").unwrap();
-                if data == "[DONE]" {
-                    Value::String("[DONE]".into())
-                } else {
-                    serde_json::from_str(data).unwrap()
-                }
-            })
-            .collect()
+        feed(UiChunks::new(plan, "R"), events)
     }
 
     fn types(chunks: &[Value]) -> Vec<&str> {
@@ -1093,19 +905,8 @@ mod tests {
         assert_eq!(chunks[3]["delta"], nasty);
     }
 
-    fn body_of(chunks: Vec<Bytes>) -> ProxyBody {
-        let frames = chunks
-            .into_iter()
-            .map(|chunk| Ok::<_, BoxError>(Frame::data(chunk)));
-        StreamBody::new(futures_util::stream::iter(frames)).boxed()
-    }
-
     async fn through_stream(plan: UiPlan, chunks: Vec<Bytes>) -> (String, Option<Usage>) {
-        let usage = UsageCell::default();
-        let stream =
-            TranslatedStream::new(body_of(chunks), UiChunks::new(plan, "R"), usage.clone());
-        let bytes = stream.collect().await.unwrap().to_bytes();
-        (String::from_utf8(bytes.to_vec()).unwrap(), usage.get())
+        recorded::through_stream(UiChunks::new(plan, "R"), chunks).await
     }
 
     #[tokio::test]

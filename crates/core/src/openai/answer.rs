@@ -33,8 +33,11 @@ pub(crate) fn chat_completion(
         choices,
         usage: answer.usage.map(UsageOut::from),
     };
-    serde_json::to_vec(&completion)
-        .map_err(|_| Error::Internal("the translated chat answer could not be written"))
+    // About as long as GigaChat's answer: written without regrowing.
+    let mut out = Vec::with_capacity(gigachat.len() + 256);
+    serde_json::to_writer(&mut out, &completion)
+        .map_err(|_| Error::Internal("the translated chat answer could not be written"))?;
+    Ok(out)
 }
 
 /// `chatcmpl-` and the proxy's request id: the id a client shows is the
@@ -91,6 +94,7 @@ fn translate_choice(
                 message.functions_state_id.as_deref(),
                 plan,
                 request_id,
+                None,
             ));
             content = None;
         }
@@ -119,14 +123,18 @@ fn translate_choice(
     }
 }
 
-fn tool_call(
+/// A GigaChat function call as OpenAI's tool call; `index` is the call's
+/// position in a stream (a whole answer's calls carry none).
+pub(super) fn tool_call(
     call: &FunctionCall,
     state_id: Option<&str>,
     plan: &ChatPlan,
     request_id: &str,
+    index: Option<usize>,
 ) -> ToolCallOut {
     ToolCallOut {
-        id: gigachat::tool_call_id(state_id, request_id, 0),
+        index,
+        id: gigachat::tool_call_id(state_id, request_id, index.unwrap_or(0)),
         kind: "function",
         function: FunctionOut {
             name: client_tool_name(plan, &call.name).to_owned(),
@@ -167,7 +175,9 @@ struct MessageOut {
 }
 
 #[derive(Serialize)]
-struct ToolCallOut {
+pub(super) struct ToolCallOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
     id: String,
     #[serde(rename = "type")]
     kind: &'static str,
@@ -175,7 +185,7 @@ struct ToolCallOut {
 }
 
 #[derive(Serialize)]
-struct FunctionOut {
+pub(super) struct FunctionOut {
     name: String,
     arguments: String,
 }

@@ -6,7 +6,9 @@
 //! with an `index`, an `id` and string arguments, `choices` always an array,
 //! a `finish_reason` somewhere, usage exactly once (LangChain adds up every
 //! usage it sees), `data: [DONE]` last, and an error event rather than a
-//! stream that just stops.
+//! stream that just stops. The stream's rules (finish, usage, errors,
+//! breaking off) are the shared reader's (`gigachat_stream`); this is the
+//! framing.
 //!
 //! Text is never held, except the few characters at its end that may be
 //! the start of a `stop` string. A function call arrives whole in one
@@ -15,17 +17,37 @@
 use std::borrow::Cow;
 
 use bytes::{BufMut, BytesMut};
-use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::ChatPlan;
-use super::answer::{UsageOut, client_tool_name, completion_id, first_stop, now};
-use super::errors::{client_status, safe_message, upstream_code};
-use super::gigachat::{self, ChatChunk, ChatUsage, ChunkChoice};
-use super::stream_body::Translate;
+use super::answer::{ToolCallOut, UsageOut, completion_id, first_stop, now, tool_call};
+use super::errors::{client_status, upstream_code};
+use super::gigachat::{self, ChatUsage};
+use super::gigachat_stream::{Fault, Framing, GigaChatStream, Piece, Step};
 use crate::error::openai_error_type;
 
-pub(crate) struct ChatChunks {
+/// The OpenAI chunk stream: GigaChat's stream read by the shared reader,
+/// framed as `chat.completion.chunk`s.
+pub(crate) type ChatChunks = GigaChatStream<ChatFraming>;
+
+impl GigaChatStream<ChatFraming> {
+    pub(crate) fn new(mut plan: ChatPlan, request_id: &str) -> Self {
+        // An empty stop string would end every answer before it began;
+        // OpenAI ignores one.
+        plan.stop.retain(|stop| !stop.is_empty());
+        GigaChatStream::reading(ChatFraming {
+            plan,
+            request_id: request_id.to_owned(),
+            head: Vec::new(),
+            role_sent: false,
+            held: String::new(),
+            calls: 0,
+            structured: false,
+        })
+    }
+}
+
+pub(crate) struct ChatFraming {
     plan: ChatPlan,
     request_id: String,
     /// `{"id":…,"object":…,"created":…,"model":…,` — the start every chunk
@@ -38,33 +60,9 @@ pub(crate) struct ChatChunks {
     calls: usize,
     /// The forced structured-output call came, as content.
     structured: bool,
-    finish_sent: bool,
-    usage: Option<ChatUsage>,
-    usage_sent: bool,
-    /// `[DONE]` (and whatever had to precede it) has been written.
-    closed: bool,
 }
 
-impl ChatChunks {
-    pub(crate) fn new(mut plan: ChatPlan, request_id: &str) -> Self {
-        // An empty stop string would end every answer before it began;
-        // OpenAI ignores one.
-        plan.stop.retain(|stop| !stop.is_empty());
-        Self {
-            plan,
-            request_id: request_id.to_owned(),
-            head: Vec::new(),
-            role_sent: false,
-            held: String::new(),
-            calls: 0,
-            structured: false,
-            finish_sent: false,
-            usage: None,
-            usage_sent: false,
-            closed: false,
-        }
-    }
-
+impl ChatFraming {
     fn ensure_head(&mut self, created: Option<u64>) {
         if !self.head.is_empty() {
             return;
@@ -122,49 +120,62 @@ impl ChatChunks {
         }
     }
 
-    /// Translates one choice of a GigaChat chunk; false once a stop string
-    /// has ended the answer.
-    fn choice(&mut self, choice: ChunkChoice<'_>, out: &mut BytesMut) -> bool {
-        let ChunkChoice {
+    /// Text held back for a stop string that never came: it is answer text.
+    fn release_held(&mut self, out: &mut BytesMut) {
+        if self.held.is_empty() {
+            return;
+        }
+        let choice = ChoiceOut {
+            index: 0,
+            delta: DeltaOut {
+                role: (!self.role_sent).then_some("assistant"),
+                content: Some(&self.held),
+                reasoning_content: None,
+                tool_calls: None,
+            },
+            finish_reason: None,
+            logprobs: None,
+        };
+        self.write_chunk(out, Some(&choice), self.no_usage());
+        self.role_sent = true;
+        self.held.clear();
+    }
+}
+
+impl Framing for ChatFraming {
+    fn chunk(&mut self, created: Option<u64>) {
+        self.ensure_head(created);
+    }
+
+    /// Translates one choice of a GigaChat chunk into one chunk (text,
+    /// reasoning, a tool call and the finish together); a stop string in
+    /// the text cuts the answer there.
+    fn piece(&mut self, piece: Piece<'_>, usage: Option<ChatUsage>, out: &mut BytesMut) -> Step {
+        let Piece {
             index,
-            delta,
+            reasoning,
+            mut text,
+            call: function_call,
+            state_id,
             finish_reason,
-        } = choice;
-        // GigaChat's own roles (`function_in_progress` while a built-in
-        // runs) are its bookkeeping, not the answer.
-        let foreign_role = delta
-            .role
-            .as_deref()
-            .is_some_and(|role| role != "assistant");
-        let mut text: Option<Cow<'_, str>> = None;
-        let mut reasoning: Option<Cow<'_, str>> = None;
+        } = piece;
         let mut call: Option<ToolCallOut> = None;
-        if !foreign_role {
-            reasoning = delta.reasoning_content.filter(|text| !text.is_empty());
-            text = delta.content.filter(|text| !text.is_empty());
-            if let Some(function_call) = delta.function_call {
-                if self.plan.structured_output.as_deref() == Some(function_call.name.as_str()) {
-                    self.structured = true;
-                    let arguments = function_call.arguments_string();
-                    text = Some(match text {
-                        Some(before) => Cow::Owned(format!("{before}{arguments}")),
-                        None => Cow::Owned(arguments),
-                    });
-                } else {
-                    call = Some(ToolCallOut {
-                        index: self.calls,
-                        id: gigachat::tool_call_id(
-                            delta.functions_state_id.as_deref(),
-                            &self.request_id,
-                            self.calls,
-                        ),
-                        kind: "function",
-                        function: FunctionOut {
-                            name: client_tool_name(&self.plan, &function_call.name).to_owned(),
-                            arguments: function_call.arguments_string(),
-                        },
-                    });
-                }
+        if let Some(function_call) = function_call {
+            if self.plan.structured_output.as_deref() == Some(function_call.name.as_str()) {
+                self.structured = true;
+                let arguments = function_call.arguments_string();
+                text = Some(match text {
+                    Some(before) => Cow::Owned(format!("{before}{arguments}")),
+                    None => Cow::Owned(arguments),
+                });
+            } else {
+                call = Some(tool_call(
+                    &function_call,
+                    state_id.as_deref(),
+                    &self.plan,
+                    &self.request_id,
+                    Some(self.calls),
+                ));
             }
         }
 
@@ -204,8 +215,9 @@ impl ChatChunks {
             })
         };
 
+        let mut usage_told = false;
         if content.is_some() || reasoning.is_some() || call.is_some() || finish.is_some() {
-            let usage = match (finish, self.usage) {
+            let usage = match (finish, usage) {
                 (Some(_), Some(usage)) if !self.plan.include_usage => UsageField::Some(usage),
                 _ => self.no_usage(),
             };
@@ -222,14 +234,9 @@ impl ChatChunks {
             };
             self.write_chunk(out, Some(&choice), usage);
             self.role_sent = true;
-            if matches!(usage, UsageField::Some(_)) {
-                self.usage_sent = true;
-            }
+            usage_told = matches!(usage, UsageField::Some(_));
             if call.is_some() {
                 self.calls += 1;
-            }
-            if finish.is_some() {
-                self.finish_sent = true;
             }
         }
         if cut || !self.held.is_char_boundary(release) {
@@ -237,78 +244,31 @@ impl ChatChunks {
         } else if release > 0 {
             self.held.drain(..release);
         }
-        !cut
+        if cut {
+            Step::Cut { usage_told }
+        } else if finish.is_some() {
+            Step::Finished { usage_told }
+        } else {
+            Step::Continues
+        }
     }
 
-    /// Sends the usage in its own `choices: []` chunk once the answer has
-    /// finished, if it is known and was not sent on the finish chunk.
-    fn flush_usage(&mut self, out: &mut BytesMut) {
-        if self.finish_sent
-            && !self.usage_sent
-            && let Some(usage) = self.usage
-        {
+    /// The usage in its own `choices: []` chunk, if GigaChat sent it and
+    /// it did not ride on the finish chunk.
+    fn finished(&mut self, usage: Option<ChatUsage>, out: &mut BytesMut) {
+        if let Some(usage) = usage {
+            self.ensure_head(None);
             self.write_chunk(out, None, UsageField::Some(usage));
-            self.usage_sent = true;
         }
     }
 
-    /// Text held back for a stop string that never came: it is answer text.
-    fn release_held(&mut self, out: &mut BytesMut) {
-        if self.held.is_empty() {
-            return;
-        }
-        let choice = ChoiceOut {
-            index: 0,
-            delta: DeltaOut {
-                role: (!self.role_sent).then_some("assistant"),
-                content: Some(&self.held),
-                reasoning_content: None,
-                tool_calls: None,
-            },
-            finish_reason: None,
-            logprobs: None,
-        };
-        self.write_chunk(out, Some(&choice), self.no_usage());
-        self.role_sent = true;
-        self.held.clear();
-    }
-
-    /// Ends a stream whose answer finished: usage if still owed, `[DONE]`.
-    /// An answer that never finished ends with an error instead.
-    fn close(&mut self, out: &mut BytesMut) {
-        if self.closed {
-            return;
-        }
-        if !self.finish_sent {
-            self.fail(
-                out,
-                Failure {
-                    message: Cow::Borrowed(
-                        "GigaChat's answer ended before it finished (no finish_reason); the text so far is incomplete",
-                    ),
-                    kind: "server_error",
-                    code: Cow::Borrowed("upstream_incomplete"),
-                },
-            );
-            return;
-        }
-        self.flush_usage(out);
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        self.closed = true;
-    }
-
-    /// Ends the stream with an error event and `[DONE]`, the way OpenAI's
-    /// clients read a failure in a stream. After a finished answer (an
-    /// error while waiting for GigaChat's `[DONE]`) the answer stands.
-    fn fail(&mut self, out: &mut BytesMut, failure: Failure<'_>) {
-        if self.closed {
-            return;
-        }
-        if self.finish_sent {
-            self.close(out);
-            return;
-        }
+    /// An error event, the way OpenAI's clients read a failure in a
+    /// stream; text held for a stop string goes out first, as the answer
+    /// so far.
+    fn fault(&mut self, fault: Fault, out: &mut BytesMut) {
+        self.ensure_head(None);
         self.release_held(out);
+        let failure = Failure::of(fault);
         #[derive(Serialize)]
         struct Event<'a> {
             error: ErrorOut<'a>,
@@ -335,125 +295,8 @@ impl ChatChunks {
                 },
             },
         );
-        out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
-        self.closed = true;
+        out.extend_from_slice(b"\n\n");
     }
-}
-
-impl Translate for ChatChunks {
-    fn event(&mut self, data: &str, out: &mut BytesMut) -> bool {
-        if self.closed {
-            // Past GigaChat's `[DONE]`: the rest is read to its end (so the
-            // connection can be reused) and ignored.
-            return true;
-        }
-        let data = data.trim();
-        if data == "[DONE]" {
-            self.close(out);
-            return true;
-        }
-        if !data.starts_with('{') {
-            // Not a chunk (a keep-alive of some gateway, say): nothing of
-            // the answer is in it.
-            return true;
-        }
-        let Ok(chunk) = serde_json::from_str::<ChatChunk<'_>>(data) else {
-            self.ensure_head(None);
-            self.fail(
-                out,
-                Failure {
-                    message: Cow::Borrowed(
-                        "GigaChat sent a stream event the proxy cannot read; the answer is incomplete",
-                    ),
-                    kind: "server_error",
-                    code: Cow::Borrowed("upstream_malformed"),
-                },
-            );
-            return false;
-        };
-        self.ensure_head(chunk.created);
-        if chunk.choices.is_empty() && chunk.usage.is_none() {
-            if let Some(failure) = error_in(data) {
-                self.fail(out, failure);
-                return false;
-            }
-            return true;
-        }
-        if self.usage.is_none() {
-            self.usage = chunk.usage;
-        }
-        if !self.finish_sent {
-            for choice in chunk.choices {
-                if !self.choice(choice, out) {
-                    // A stop string ended the answer: the upstream is
-                    // dropped (GigaChat stops generating) and `finish`
-                    // closes the stream.
-                    return false;
-                }
-            }
-        }
-        self.flush_usage(out);
-        true
-    }
-
-    fn finish(&mut self, out: &mut BytesMut) {
-        self.ensure_head(None);
-        self.close(out);
-    }
-}
-
-/// An error object where a chunk should be: the proxy's own
-/// `{"error": {"message", "code", …}}` (the upstream broke off or timed
-/// out) or GigaChat's `{"status", "message"}`.
-fn error_in(data: &str) -> Option<Failure<'static>> {
-    #[derive(Deserialize)]
-    struct ErrorEvent<'a> {
-        #[serde(borrow)]
-        error: Option<ErrorBody<'a>>,
-        status: Option<u16>,
-        #[serde(borrow)]
-        message: Option<Cow<'a, str>>,
-    }
-    #[derive(Deserialize)]
-    struct ErrorBody<'a> {
-        #[serde(borrow)]
-        message: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        code: Option<Cow<'a, str>>,
-    }
-    let event: ErrorEvent<'_> = serde_json::from_str(data).ok()?;
-    if let Some(error) = event.error {
-        let message = error
-            .message
-            .as_deref()
-            .map(safe_message)
-            .filter(|message| !message.is_empty())
-            .unwrap_or_else(|| "the answer failed in the middle".to_owned());
-        let code = error
-            .code
-            .as_deref()
-            .map(safe_message)
-            .filter(|code| !code.is_empty())
-            .unwrap_or_else(|| "upstream_error".to_owned());
-        return Some(Failure {
-            message: Cow::Owned(message),
-            kind: "server_error",
-            code: Cow::Owned(code),
-        });
-    }
-    let status = StatusCode::from_u16(event.status?)
-        .ok()
-        .filter(|status| status.is_client_error() || status.is_server_error())?;
-    let message = safe_message(event.message.as_deref()?);
-    Some(Failure {
-        message: Cow::Owned(if message.is_empty() {
-            format!("GigaChat failed with status {}", status.as_u16())
-        } else {
-            message
-        }),
-        kind: openai_error_type(client_status(status)),
-        code: Cow::Owned(upstream_code(status)),
-    })
 }
 
 /// The length of the longest end of `text` that is the start (not the
@@ -480,10 +323,47 @@ fn put_json(out: &mut BytesMut, value: &impl Serialize) {
     let _ = serde_json::to_writer(out.writer(), value);
 }
 
-struct Failure<'a> {
-    message: Cow<'a, str>,
+/// An error event's fields, in OpenAI's terms.
+struct Failure {
+    message: Cow<'static, str>,
     kind: &'static str,
-    code: Cow<'a, str>,
+    code: Cow<'static, str>,
+}
+
+impl Failure {
+    fn of(fault: Fault) -> Self {
+        match fault {
+            Fault::Malformed => Failure {
+                message: Cow::Borrowed(
+                    "GigaChat sent a stream event the proxy cannot read; the answer is incomplete",
+                ),
+                kind: "server_error",
+                code: Cow::Borrowed("upstream_malformed"),
+            },
+            Fault::Incomplete => Failure {
+                message: Cow::Borrowed(
+                    "GigaChat's answer ended before it finished (no finish_reason); the text so far is incomplete",
+                ),
+                kind: "server_error",
+                code: Cow::Borrowed("upstream_incomplete"),
+            },
+            Fault::Proxy { message, code } => Failure {
+                message: message
+                    .map_or(Cow::Borrowed("the answer failed in the middle"), Cow::Owned),
+                kind: "server_error",
+                code: code.map_or(Cow::Borrowed("upstream_error"), Cow::Owned),
+            },
+            Fault::Upstream { status, message } => {
+                Failure {
+                    message: Cow::Owned(message.unwrap_or_else(|| {
+                        format!("GigaChat failed with status {}", status.as_u16())
+                    })),
+                    kind: openai_error_type(client_status(status)),
+                    code: Cow::Owned(upstream_code(status)),
+                }
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -513,54 +393,18 @@ struct DeltaOut<'a> {
     tool_calls: Option<&'a [ToolCallOut]>,
 }
 
-#[derive(Serialize)]
-struct ToolCallOut {
-    index: usize,
-    id: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: FunctionOut,
-}
-
-#[derive(Serialize)]
-struct FunctionOut {
-    name: String,
-    arguments: String,
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
-    use crate::body::{BoxError, ProxyBody};
-    use crate::openai::stream_body::TranslatedStream;
-    use crate::usage::{Usage, UsageCell};
+    use crate::openai::gigachat_stream::recorded::{
+        self, CALL_IN_FINISH, CALL_THEN_FINISH, RECORDED_TEXT, feed, parse_events, sse_events,
+        text_chunk,
+    };
+    use crate::openai::stream_body::Translate;
+    use crate::usage::Usage;
     use bytes::Bytes;
-    use http_body::Frame;
-    use http_body_util::{BodyExt, StreamBody};
     use serde_json::{Value, json};
-
-    /// GigaChat's v1 stream as recorded (the SDK's cassette), with a
-    /// multi-byte text so splits land inside characters.
-    const RECORDED_TEXT: &str = concat!(
-        "data: {\"choices\":[{\"delta\":{\"content\":\"$1\\\\, 2\\\\, 3$  \\n\\n**Подробный разбор:\",\"role\":\"assistant\"},\"index\":0}],\"created\":1768996176,\"model\":\"GigaChat:2.0.28.2\",\"object\":\"chat.completion\"}\n\n",
-        "data: {\"choices\":[{\"delta\":{\"content\":\"**\\n- Начинаем счёт с единицы.\"},\"index\":0}],\"created\":1768996176,\"model\":\"GigaChat:2.0.28.2\",\"object\":\"chat.completion\"}\n\n",
-        "data: {\"choices\":[{\"delta\":{\"content\":\"\"},\"index\":0,\"finish_reason\":\"stop\"}],\"created\":1768996176,\"model\":\"GigaChat:2.0.28.2\",\"object\":\"chat.completion\",\"usage\":{\"prompt_tokens\":17,\"completion_tokens\":42,\"total_tokens\":59,\"precached_prompt_tokens\":2}}\n\n",
-        "data: [DONE]\n\n",
-    );
-
-    /// The emulator's shape: the call in its own chunk, then the finish.
-    const CALL_THEN_FINISH: &str = concat!(
-        "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\",\"function_call\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Москва\"}},\"functions_state_id\":\"019ed0c7-f14d\"},\"index\":0}],\"created\":1764441600,\"model\":\"GigaChat-2-Max\",\"object\":\"chat.completion\"}\n\n",
-        "data: {\"choices\":[{\"delta\":{\"content\":\"\"},\"index\":0,\"finish_reason\":\"function_call\"}],\"created\":1764441600,\"model\":\"GigaChat-2-Max\",\"object\":\"chat.completion\",\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":18,\"total_tokens\":138,\"precached_prompt_tokens\":0}}\n\n",
-        "data: [DONE]\n\n",
-    );
-
-    /// The shape gpt2giga and LiteLLM expect: the call in the finish chunk.
-    const CALL_IN_FINISH: &str = concat!(
-        "data: {\"choices\":[{\"delta\":{\"content\":\"\",\"role\":\"assistant\",\"function_call\":{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Москва\"}},\"functions_state_id\":\"019ed0c7-f14d\"},\"index\":0,\"finish_reason\":\"function_call\"}],\"created\":1764441600,\"model\":\"GigaChat-2-Max\",\"object\":\"chat.completion\",\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":18,\"total_tokens\":138,\"precached_prompt_tokens\":0}}\n\n",
-        "data: [DONE]\n\n",
-    );
 
     fn plan() -> ChatPlan {
         ChatPlan {
@@ -569,53 +413,13 @@ mod tests {
         }
     }
 
-    fn text_chunk(content: &str) -> String {
-        json!({"choices": [{"delta": {"content": content}, "index": 0}], "created": 5, "model": "GigaChat", "object": "chat.completion"}).to_string()
-    }
-
     fn finish_chunk(reason: &str) -> String {
         json!({"choices": [{"delta": {"content": ""}, "index": 0, "finish_reason": reason}], "created": 5, "model": "GigaChat", "object": "chat.completion",
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "precached_prompt_tokens": 1}}).to_string()
     }
 
-    /// Feeds events' data straight to the translator (as `TranslatedStream`
-    /// does), stopping where it asks to; returns the output and whether it
-    /// asked to stop.
     fn translate(plan: ChatPlan, events: &[String]) -> (String, bool) {
-        let mut chunks = ChatChunks::new(plan, "R");
-        let mut out = BytesMut::new();
-        let mut stopped = false;
-        for data in events {
-            if !chunks.event(data, &mut out) {
-                stopped = true;
-                break;
-            }
-        }
-        chunks.finish(&mut out);
-        (String::from_utf8(out.to_vec()).unwrap(), stopped)
-    }
-
-    /// The `data:` payloads of an SSE text: JSON, or the string `[DONE]`.
-    fn parse_events(sse: &str) -> Vec<Value> {
-        assert!(sse.ends_with("\n\n"), "{sse:?}");
-        sse.split("\n\n")
-            .filter(|event| !event.is_empty())
-            .map(|event| {
-                let data = event.strip_prefix("data: ").unwrap();
-                if data == "[DONE]" {
-                    Value::String("[DONE]".into())
-                } else {
-                    serde_json::from_str(data).unwrap()
-                }
-            })
-            .collect()
-    }
-
-    fn sse_events(sse: &str) -> Vec<String> {
-        sse.split("\n\n")
-            .filter_map(|event| event.strip_prefix("data: "))
-            .map(str::to_owned)
-            .collect()
+        feed(ChatChunks::new(plan, "R"), events)
     }
 
     fn content(events: &[Value]) -> String {
@@ -1014,19 +818,8 @@ mod tests {
         assert_eq!(out.matches("[DONE]").count(), 1);
     }
 
-    fn body_of(chunks: Vec<Bytes>) -> ProxyBody {
-        let frames = chunks
-            .into_iter()
-            .map(|chunk| Ok::<_, BoxError>(Frame::data(chunk)));
-        StreamBody::new(futures_util::stream::iter(frames)).boxed()
-    }
-
     async fn through_stream(plan: ChatPlan, chunks: Vec<Bytes>) -> (String, Option<Usage>) {
-        let usage = UsageCell::default();
-        let stream =
-            TranslatedStream::new(body_of(chunks), ChatChunks::new(plan, "R"), usage.clone());
-        let bytes = stream.collect().await.unwrap().to_bytes();
-        (String::from_utf8(bytes.to_vec()).unwrap(), usage.get())
+        recorded::through_stream(ChatChunks::new(plan, "R"), chunks).await
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -24,6 +24,7 @@ use crate::Ready;
 use crate::body::{BoxError, ProxyBody};
 use crate::endpoint::{ApiVersion, Endpoint};
 use crate::error::Error;
+use crate::limits::Guards;
 use crate::observe::RequestLog;
 use crate::openai::stream_body::TranslatedStream;
 use crate::openai::{ChatPlan, ChatRequest};
@@ -36,9 +37,9 @@ const ALLOW_POST: &str = "POST, OPTIONS";
 const ALLOW_GET: &str = "GET, OPTIONS";
 /// The longest GigaChat answer translated whole: far above any chat
 /// answer, room for a long embeddings list (2048 inputs of 1024 floats).
-pub(super) const TRANSLATED_ANSWER_MAX: usize = 64 * 1024 * 1024;
+const TRANSLATED_ANSWER_MAX: usize = 64 * 1024 * 1024;
 /// The longest GigaChat error body read: its message is all that is kept.
-pub(super) const ERROR_BODY_MAX: usize = 64 * 1024;
+const ERROR_BODY_MAX: usize = 64 * 1024;
 const X_ACCEL_BUFFERING: http::HeaderName = http::HeaderName::from_static("x-accel-buffering");
 
 /// What a path under `v1/` asks for.
@@ -175,43 +176,56 @@ where
                     ready.config.body_timeout,
                 )
                 .await?;
-            let json = parse_object(&bytes)?;
-            drop(bytes);
-            match operation {
-                Operation::Embeddings => {
-                    let (body, plan) =
-                        crate::openai::embeddings::translate_request(&json, &ready.config.openai)?;
-                    (
-                        upstream_path(ready, "embeddings"),
-                        Bytes::from(body),
-                        BodyChecks::Pending,
-                        Plan::Embeddings(plan),
-                    )
-                }
-                Operation::Responses => {
-                    let (mut chat, plan) =
-                        crate::openai::responses::translate_request(&json, &ready.config.openai)?;
-                    let path = upstream_path(ready, "chat/completions");
-                    let (body, checks) = prepare_chat(ready, &mut chat, caller, &path).await?;
-                    (path, body, checks, Plan::Responses(plan))
-                }
-                _ => {
-                    let mut chat = crate::openai::request::translate(&json, &ready.config.openai)?;
-                    let path = upstream_path(ready, "chat/completions");
-                    let (body, checks) = prepare_chat(ready, &mut chat, caller, &path).await?;
-                    (path, body, checks, Plan::Chat(chat.plan))
+            if operation == Operation::ChatCompletions
+                && let Some((body, plan)) =
+                    crate::openai::plain_chat::translate(&bytes, &ready.config.openai)
+            {
+                // The common text-only chat, without a JSON tree; nothing
+                // to upload, so the native path checks it as it does its own.
+                (
+                    upstream_path(ready, "chat/completions"),
+                    body,
+                    BodyChecks::Pending,
+                    Plan::Chat(plan),
+                )
+            } else {
+                let json = parse_object(&bytes)?;
+                drop(bytes);
+                match operation {
+                    Operation::Embeddings => {
+                        let (body, plan) = crate::openai::embeddings::translate_request(
+                            &json,
+                            &ready.config.openai,
+                        )?;
+                        (
+                            upstream_path(ready, "embeddings"),
+                            Bytes::from(body),
+                            BodyChecks::Pending,
+                            Plan::Embeddings(plan),
+                        )
+                    }
+                    Operation::Responses => {
+                        let (mut chat, plan) = crate::openai::responses::translate_request(
+                            &json,
+                            &ready.config.openai,
+                        )?;
+                        let path = upstream_path(ready, "chat/completions");
+                        let (body, checks) = prepare_chat(ready, &mut chat, caller, &path).await?;
+                        (path, body, checks, Plan::Responses(plan))
+                    }
+                    _ => {
+                        let mut chat =
+                            crate::openai::request::translate(&json, &ready.config.openai)?;
+                        let path = upstream_path(ready, "chat/completions");
+                        let (body, checks) = prepare_chat(ready, &mut chat, caller, &path).await?;
+                        (path, body, checks, Plan::Chat(chat.plan))
+                    }
                 }
             }
         }
     };
     let url = ready.base.resolve(&upstream_path, None)?;
-    // What GigaChat gets is the proxy's JSON, whatever the client labelled
-    // its own body; the client's `Accept` was for OpenAI's answer.
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    parts.headers.remove(header::ACCEPT);
+    for_gigachat(&mut parts.headers);
     let call = Call {
         endpoint,
         parts: &parts,
@@ -226,23 +240,43 @@ where
 
 /// A request body as the JSON object every OpenAI call sends.
 fn parse_object(bytes: &[u8]) -> Result<Value, Error> {
+    json_object(
+        bytes,
+        "Send the request as one JSON object (Content-Type: application/json), as the OpenAI API expects.",
+    )
+}
+
+/// A request body that must be one JSON object; `hint` says how the
+/// dialect's clients send one.
+pub(super) fn json_object(bytes: &[u8], hint: &'static str) -> Result<Value, Error> {
     // serde_json's messages name a position and what was expected, never
     // the input itself.
     let json: Value = serde_json::from_slice(bytes).map_err(|err| Error::InvalidRequest {
         message: format!("the request body is not valid JSON: {err}"),
         param: None,
         code: "invalid_json",
-        hint: "Send the request as one JSON object (Content-Type: application/json), as the OpenAI API expects.",
+        hint,
     })?;
     if !json.is_object() {
         return Err(Error::InvalidRequest {
             message: "the request body must be a JSON object".into(),
             param: None,
             code: "invalid_json",
-            hint: "Send the request as one JSON object (Content-Type: application/json), as the OpenAI API expects.",
+            hint,
         });
     }
     Ok(json)
+}
+
+/// The request headers as GigaChat gets them: the proxy's JSON, whatever
+/// the client labelled its own body; the client's `Accept` was for its
+/// dialect's answer.
+pub(super) fn for_gigachat(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.remove(header::ACCEPT);
 }
 
 /// The GigaChat v1 path of a call, relative to the base URL: as it is when
@@ -340,14 +374,10 @@ async fn translate_answer(
     } = forwarded;
     let (mut parts, body) = response.into_parts();
     if !parts.status.is_success() {
-        let bytes = read_whole(body, ERROR_BODY_MAX).await.unwrap_or_default();
-        let error = crate::openai::errors::from_upstream(parts.status, &bytes, request_id);
-        return Ok(Answer {
-            response: merge_headers(parts, error),
-            sse: false,
-            guards,
-            usage: None,
-        });
+        return Ok(error_answer(parts, body, guards, |status, bytes| {
+            crate::openai::errors::from_upstream(status, bytes, request_id)
+        })
+        .await);
     }
     if sse {
         let usage = UsageCell::default();
@@ -367,14 +397,7 @@ async fn translate_answer(
             // GigaChat streams nothing else; passed on as it came.
             Plan::Embeddings(_) | Plan::Models | Plan::Model(_) => body,
         };
-        let headers = &mut parts.headers;
-        headers.remove(header::CONTENT_LENGTH);
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream; charset=utf-8"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+        stream_headers(&mut parts.headers, "text/event-stream; charset=utf-8");
         return Ok(Answer {
             response: Response::from_parts(parts, body),
             sse: true,
@@ -384,19 +407,7 @@ async fn translate_answer(
     }
     // A JSON answer: read whole already unless it came from the cache or
     // was too large to inspect.
-    let gigachat = match answer_bytes {
-        Some(bytes) => {
-            drop(body);
-            bytes
-        }
-        None => read_whole(body, TRANSLATED_ANSWER_MAX)
-            .await
-            .ok_or_else(|| Error::UpstreamUnreachable {
-                stage: "reading the answer",
-                host: ready.base.host().to_owned(),
-                cause: crate::error::TransportCause::Other,
-            })?,
-    };
+    let gigachat = whole_answer(ready, body, answer_bytes).await?;
     let translated = match &plan {
         Plan::Chat(plan) => crate::openai::answer::chat_completion(&gigachat, plan, request_id)?,
         Plan::Responses(plan) => {
@@ -416,6 +427,61 @@ async fn translate_answer(
         guards,
         usage: None,
     })
+}
+
+/// GigaChat's error answer (status and body) in the dialect's shape
+/// (`to_error`), with the headers the call's answer carried.
+pub(super) async fn error_answer(
+    parts: http::response::Parts,
+    body: ProxyBody,
+    guards: Guards,
+    to_error: impl FnOnce(StatusCode, &[u8]) -> Response<ProxyBody>,
+) -> Answer {
+    let bytes = read_whole(body, ERROR_BODY_MAX).await.unwrap_or_default();
+    let error = to_error(parts.status, &bytes);
+    Answer {
+        response: merge_headers(parts, error),
+        sse: false,
+        guards,
+        usage: None,
+    }
+}
+
+/// A translated stream's headers: no length (it is written as it comes),
+/// the dialect's `Content-Type`, and neither a browser nor a buffering
+/// reverse proxy (nginx's `X-Accel-Buffering`) holding events back.
+pub(super) fn stream_headers(headers: &mut HeaderMap, content_type: &'static str) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+}
+
+/// A whole (not streamed) GigaChat answer: the bytes the native path read
+/// already, else the body read now; an answer that broke off or is larger
+/// than any translation takes is an unreadable upstream.
+pub(super) async fn whole_answer(
+    ready: &Ready,
+    body: ProxyBody,
+    answer_bytes: Option<Bytes>,
+) -> Result<Bytes, Error> {
+    let whole = match answer_bytes {
+        Some(bytes) => {
+            drop(body);
+            Some(bytes)
+        }
+        None => read_whole(body, TRANSLATED_ANSWER_MAX).await,
+    };
+    whole.ok_or_else(|| unreadable_answer(ready))
+}
+
+/// GigaChat's answer could not be read (or not as what was asked for).
+pub(super) fn unreadable_answer(ready: &Ready) -> Error {
+    Error::UpstreamUnreachable {
+        stage: "reading the answer",
+        host: ready.base.host().to_owned(),
+        cause: crate::error::TransportCause::Other,
+    }
 }
 
 /// An answer body read whole, up to `limit` bytes, within the timeouts

@@ -19,7 +19,8 @@ use super::Answer;
 use super::admit::{Admitted, Purpose, admit};
 use super::api::{Call, Caller, Forwarded, send_call};
 use super::openai::{
-    ERROR_BODY_MAX, TRANSLATED_ANSWER_MAX, merge_headers, prepare_chat, read_whole, upstream_path,
+    error_answer, for_gigachat, json_object, prepare_chat, stream_headers, unreadable_answer,
+    upstream_path, whole_answer,
 };
 use super::request_body::RequestBody;
 use crate::Proxy;
@@ -41,7 +42,6 @@ const RESUME_SUFFIX: &str = "/stream";
 /// Set by the SDK's own `toUIMessageStreamResponse()`; its clients do not
 /// check it, proxies and tools in between may.
 const UI_STREAM: http::HeaderName = http::HeaderName::from_static("x-vercel-ai-ui-message-stream");
-const X_ACCEL_BUFFERING: http::HeaderName = http::HeaderName::from_static("x-accel-buffering");
 
 /// What a path under the route asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,13 +154,8 @@ where
     let path = upstream_path(ready, "chat/completions");
     let (body, checks) = prepare_chat(ready, &mut chat, caller, &path).await?;
     let url = ready.base.resolve(&path, None)?;
-    // GigaChat gets the proxy's JSON and streams it back; the client's
-    // `Accept` was for the UI stream.
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    parts.headers.remove(header::ACCEPT);
+    // GigaChat gets the proxy's JSON and streams it back.
+    for_gigachat(&mut parts.headers);
     let call = Call {
         endpoint: Endpoint::Chat,
         parts: &parts,
@@ -182,23 +177,7 @@ where
 /// A request body as the JSON object `DefaultChatTransport` sends.
 fn parse_object(bytes: &[u8]) -> Result<Value, Error> {
     const HINT: &str = "Send the chat as one JSON object `{id, messages, ...body}`, as the AI SDK's DefaultChatTransport does (Content-Type: application/json).";
-    // serde_json's messages name a position and what was expected, never
-    // the input itself.
-    let json: Value = serde_json::from_slice(bytes).map_err(|err| Error::InvalidRequest {
-        message: format!("the request body is not valid JSON: {err}"),
-        param: None,
-        code: "invalid_json",
-        hint: HINT,
-    })?;
-    if !json.is_object() {
-        return Err(Error::InvalidRequest {
-            message: "the request body must be a JSON object".into(),
-            param: None,
-            code: "invalid_json",
-            hint: HINT,
-        });
-    }
-    Ok(json)
+    json_object(bytes, HINT)
 }
 
 /// GigaChat's answer as the UI message stream, with the headers the native
@@ -217,14 +196,10 @@ async fn answer(
     } = forwarded;
     let (mut parts, body) = response.into_parts();
     if !parts.status.is_success() {
-        let bytes = read_whole(body, ERROR_BODY_MAX).await.unwrap_or_default();
-        let error = upstream_error(parts.status, &bytes, request_id);
-        return Ok(Answer {
-            response: merge_headers(parts, error),
-            sse: false,
-            guards,
-            usage: None,
-        });
+        return Ok(error_answer(parts, body, guards, |status, bytes| {
+            upstream_error(status, bytes, request_id)
+        })
+        .await);
     }
     let body = if sse {
         body
@@ -232,36 +207,17 @@ async fn answer(
         // The translation always asks for a stream; a whole answer (from a
         // cache, or a gateway that ignores `stream`) is told as a stream
         // of one chunk, so the client reads the same protocol either way.
-        let whole = match answer_bytes {
-            Some(bytes) => {
-                drop(body);
-                Some(bytes)
-            }
-            None => read_whole(body, TRANSLATED_ANSWER_MAX).await,
-        };
-        let events =
-            whole
-                .as_deref()
-                .and_then(as_stream_events)
-                .ok_or(Error::UpstreamUnreachable {
-                    stage: "reading the answer",
-                    host: ready.base.host().to_owned(),
-                    cause: crate::error::TransportCause::Other,
-                })?;
+        let whole = whole_answer(ready, body, answer_bytes).await?;
+        let events = as_stream_events(&whole).ok_or_else(|| unreadable_answer(ready))?;
         crate::body::full(events)
     };
     let usage = UsageCell::default();
     let stream =
         TranslatedStream::new(body, UiChunks::new(plan, request_id), usage.clone()).boxed();
-    let headers = &mut parts.headers;
-    headers.remove(header::CONTENT_LENGTH);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(UI_STREAM, HeaderValue::from_static("v1"));
-    headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    stream_headers(&mut parts.headers, "text/event-stream");
+    parts
+        .headers
+        .insert(UI_STREAM, HeaderValue::from_static("v1"));
     // No `Connection: keep-alive`, which the SDK's own answer carries: an
     // HTTP/1.1 connection is kept alive without it, HTTP/2 and HTTP/3
     // forbid it (the front ends of Vercel and CloudFront speak those), and
