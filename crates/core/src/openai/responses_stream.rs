@@ -306,7 +306,19 @@ impl ResponseEvents {
         let Some(choice) = chunk.choices.into_iter().next() else {
             return;
         };
+        if let Some(reason) = &choice.finish_reason {
+            self.finish_reason = Some(reason.clone().into_owned());
+        }
         let delta = choice.delta;
+        // Any other role (`function_in_progress` while a built-in runs) is
+        // GigaChat's bookkeeping, not the answer: only its finish counts.
+        if delta
+            .role
+            .as_deref()
+            .is_some_and(|role| role != "assistant")
+        {
+            return;
+        }
         if let Some(reasoning) = delta.reasoning_content.as_deref().filter(|r| !r.is_empty()) {
             self.start(out);
             self.reasoning(out, reasoning);
@@ -318,9 +330,6 @@ impl ResponseEvents {
         if let Some(call) = &delta.function_call {
             self.start(out);
             self.function_call(out, call, delta.functions_state_id.as_deref());
-        }
-        if let Some(reason) = choice.finish_reason {
-            self.finish_reason = Some(reason.into_owned());
         }
     }
 
@@ -417,9 +426,10 @@ impl Translate for ResponseEvents {
         }
         let data = data.trim();
         if data == "[DONE]" {
-            // The answer is whole: the client need not wait for the
-            // upstream connection to close.
-            self.complete(out);
+            // The answer is over: the client need not wait for the upstream
+            // connection to close. Without a finish it is not whole, and
+            // saying "completed" would hide a cut answer.
+            self.finish(out);
             return true;
         }
         if data.starts_with("{\"error\"")
@@ -826,6 +836,33 @@ mod tests {
         assert_eq!(last["type"], "error");
         assert_eq!(last["code"], "upstream_incomplete");
         assert!(!types(&all).contains(&"response.completed"));
+    }
+
+    #[test]
+    fn done_without_a_finish_is_an_error_not_a_completion() {
+        let plan = plan(json!({"input": "x"}));
+        let (outputs, _) = run(plan, &[&content("Hi"), "[DONE]"]);
+        let all = events(&outputs.concat());
+        let last = all.last().unwrap();
+        assert_eq!(last["type"], "error");
+        assert_eq!(last["code"], "upstream_incomplete");
+        assert!(!types(&all).contains(&"response.completed"));
+    }
+
+    #[test]
+    fn gigachats_own_roles_are_not_the_answer() {
+        let plan = plan(json!({"input": "draw"}));
+        let busy = r#"{"choices":[{"delta":{"role":"function_in_progress","content":"рисую"},"index":0}],"created":1,"model":"GigaChat"}"#;
+        let (outputs, _) = run(plan, &[busy, &content("Done"), &finish("stop"), "[DONE]"]);
+        let all = events(&outputs.concat());
+        check_protocol(&all);
+        let completed = all.last().unwrap();
+        assert_eq!(completed["type"], "response.completed");
+        assert_eq!(
+            completed["response"]["output"][0]["content"][0]["text"],
+            "Done"
+        );
+        assert!(!outputs.concat().contains("рисую"));
     }
 
     #[test]
