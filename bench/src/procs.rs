@@ -286,6 +286,7 @@ pub struct CpuWindow {
     pids_mid: Vec<u32>,
     emu0: f64,
     mid0: f64,
+    mid_switches0: u64,
     machine0: (u64, u64),
     opens0: u64,
     t0: Instant,
@@ -302,6 +303,8 @@ pub struct CpuUse {
     pub mid_seconds: f64,
     /// TCP connections opened on the machine meanwhile.
     pub opens: u64,
+    /// Context switches (voluntary and not) of the middle process's threads.
+    pub mid_switches: u64,
 }
 
 impl CpuWindow {
@@ -311,6 +314,7 @@ impl CpuWindow {
         Self {
             emu0: cpu_seconds_all(&pids_emu),
             mid0: cpu_seconds_all(&pids_mid),
+            mid_switches0: context_switches_all(&pids_mid),
             machine0: machine_jiffies(),
             opens0: tcp_active_opens(),
             t0: Instant::now(),
@@ -329,6 +333,7 @@ impl CpuWindow {
             mid: mid_seconds / secs,
             mid_seconds,
             opens: tcp_active_opens().saturating_sub(self.opens0),
+            mid_switches: context_switches_all(&self.pids_mid).saturating_sub(self.mid_switches0),
             machine_pct: if t1 > t0 {
                 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64
             } else {
@@ -336,6 +341,32 @@ impl CpuWindow {
             },
         }
     }
+}
+
+/// Context switches of every thread of the processes, from
+/// `/proc/<pid>/task/*/status` (the process's own `status` counts only its
+/// main thread). A thread that ends during a window takes its count along.
+pub fn context_switches_all(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            total += text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches")
+                        || l.starts_with("nonvoluntary_ctxt_switches")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    total
 }
 
 /// Active TCP opens on the whole machine (/proc/net/snmp `Tcp: ActiveOpens`).

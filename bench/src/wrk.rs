@@ -15,6 +15,7 @@ pub struct WrkResult {
     pub errors: u64,
     pub p50: Duration,
     pub p99: Duration,
+    pub p999: Duration,
 }
 
 impl WrkResult {
@@ -60,5 +61,6 @@ pub async fn run(
         errors: n("connect") + n("read") + n("write") + n("status") + n("timeout"),
         p50: Duration::from_micros(n("p50_us")),
         p99: Duration::from_micros(n("p99_us")),
+        p999: Duration::from_micros(n("p999_us")),
     })
 }

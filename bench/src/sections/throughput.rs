@@ -1,24 +1,30 @@
 //! Non-streaming chat, closed loop: wrk at concurrency 1, 32 and 128 on
-//! each path, with the CPU each process used; concurrency 32 (the target
-//! row) in three interleaved rounds, with the proxy's OpenAI route among
-//! them; and the proxy at `RUST_LOG=info`.
+//! each path, with the CPU and context switches each process used;
+//! concurrency 32 (the target row) in three interleaved rounds, with the
+//! proxy's OpenAI route among them; whole streams at concurrency 32 through
+//! the native and the `useChat` route; and the proxy at `RUST_LOG=info`.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
 use hyper::StatusCode;
 
-use crate::bench::{API_PATH, Bench, Translated};
+use crate::bench::{API_PATH, Bench, Translated, set_chunk_delay};
 use crate::client::{self, Target};
 use crate::procs;
 use crate::report::{Report, ms};
 use crate::wrk;
 
+/// Issue 15: the proxy's throughput against nginx `proxy_pass`, side by
+/// side, at concurrency 32 and 128.
+const NGINX_THROUGHPUT_SHARE: f64 = 0.9;
 /// Issue 12: the OpenAI route keeps at least this share of the native
 /// route's throughput at concurrency 32.
 const OPENAI_THROUGHPUT_SHARE: f64 = 0.9;
 const OPENAI_ROW: &str =
     "gigachat-proxy, OpenAI route (`/api/gigachat-openai/v1/chat/completions`)";
+const NATIVE_STREAM_ROW: &str = "gigachat-proxy, native route, `stream: true` (whole stream)";
+const UI_CHAT_ROW: &str = "gigachat-proxy, `useChat` route (`/api/gigachat-chat`, whole stream)";
 
 /// A proxy variant row: label, `RUST_LOG`, extra environment.
 type Variant<'a> = (String, &'a str, Vec<(&'a str, &'a str)>);
@@ -32,10 +38,13 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         targets: t,
         body_file,
         openai,
+        ui_chat,
+        stream_body,
         ..
     } = b;
     let (warm, measure) = (b.warm, b.measure);
     let mut c32 = (None, None);
+    let mut c128 = (None, None);
     let mut openai_rps = None;
     // Requests/s of each concurrency-32 round: the native route's and the
     // OpenAI route's, measured back to back within a round.
@@ -53,10 +62,10 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         warm.as_secs()
     ));
     rep.line("");
-    rep.line("CPU columns: cores used by the emulator and by the process in the middle, that process's CPU time per request, and the whole machine's busy share (wrk and the rest of the machine use the remainder). New TCP: connections opened on the machine during the row (wrk's own plus any the middle opens upstream).");
+    rep.line("CPU columns: cores used by the emulator and by the process in the middle, that process's CPU time per request, and the whole machine's busy share (wrk and the rest of the machine use the remainder). Switches/request: context switches of all the middle process's threads (`/proc/<pid>/task/*/status`, voluntary and not) per request. New TCP: connections opened on the machine during the row (wrk's own plus any the middle opens upstream).");
     rep.line("");
-    rep.line("| Concurrency | Path | Requests/s | p50 ms | p99 ms | Errors | CPU emulator | CPU middle | Middle µs/request | Machine busy | New TCP |");
-    rep.line("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    rep.line("| Concurrency | Path | Requests/s | p50 ms | p99 ms | p99.9 ms | Errors | CPU emulator | CPU middle | Middle µs/request | Switches/request | Machine busy | New TCP |");
+    rep.line("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let script = args.bench_dir.join("wrk.lua");
     let row = async |name: &str,
                      target: &Target,
@@ -69,10 +78,11 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         let r = wrk::run(&args.wrk, &script, body_file, target, conns, measure).await?;
         let used = cpu.finish();
         let line = format!(
-            "| {conns} | {name} | {:.0} | {} | {} | {} | {:.2} | {} | {} | {:.0} % | {} |",
+            "| {conns} | {name} | {:.0} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {:.0} % | {} |",
             r.rps(),
             ms(r.p50),
             ms(r.p99),
+            ms(r.p999),
             r.errors,
             used.emu,
             if mid.is_some() {
@@ -82,6 +92,11 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
             },
             if mid.is_some() && r.requests > 0 {
                 format!("{:.1}", used.mid_seconds * 1e6 / r.requests as f64)
+            } else {
+                "–".to_owned()
+            },
+            if mid.is_some() && r.requests > 0 {
+                format!("{:.2}", used.mid_switches as f64 / r.requests as f64)
             } else {
                 "–".to_owned()
             },
@@ -131,7 +146,7 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
             let mut path_runs = runs[i].clone();
             if path_runs.is_empty() {
                 rep.line(&format!(
-                    "| {conns} | {name} | could not run: nginx did not start | | | | | | | | |"
+                    "| {conns} | {name} | could not run: nginx did not start | | | | | | | | | | |"
                 ));
                 continue;
             }
@@ -140,6 +155,13 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
             if rounds > 1 {
                 let all: Vec<String> = runs[i].iter().map(|r| format!("{:.0}", r.1)).collect();
                 rounds_note.push(format!("{name} {}", all.join(", ")));
+            }
+            if conns == 128 {
+                if name.starts_with("nginx") {
+                    c128.0 = Some(rps);
+                } else if name.starts_with("gigachat") {
+                    c128.1 = Some(rps);
+                }
             }
             if conns == 32 {
                 if name.starts_with("nginx") {
@@ -157,7 +179,42 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         if conns == 32
             && let Err(why) = &openai_file
         {
-            rep.line(&format!("| 32 | {OPENAI_ROW} | {why} | | | | | | | | |"));
+            rep.line(&format!(
+                "| 32 | {OPENAI_ROW} | {why} | | | | | | | | | | |"
+            ));
+        }
+    }
+    // Whole streams (the emulator sends its events without delay): the
+    // `useChat` route has no other form, so it is compared with the
+    // native route's stream, one after the other on the same proxy.
+    set_chunk_delay(&emulator.addr, std::time::Duration::ZERO).await?;
+    let native_stream_file = args.work_dir.join("stream-body.json");
+    std::fs::write(&native_stream_file, stream_body)?;
+    let ui_chat_file = args.work_dir.join("ui-chat-body.json");
+    std::fs::write(&ui_chat_file, &ui_chat.stream_body)?;
+    let native_stream_target = Target {
+        addr: t.proxy.addr,
+        path: API_PATH.to_owned(),
+        auth: None,
+    };
+    let mut stream_rps = Vec::new();
+    for (name, target, file) in [
+        (
+            NATIVE_STREAM_ROW,
+            &native_stream_target,
+            &native_stream_file,
+        ),
+        (UI_CHAT_ROW, &ui_chat.target, &ui_chat_file),
+    ] {
+        match row(name, target, file, 32, Some(proxy.pid())).await {
+            Ok((line, rps)) => {
+                rep.line(&line);
+                stream_rps.push(rps);
+            }
+            Err(e) => rep.line(&format!(
+                "| 32 | {name} | could not run: {} | | | | | | | | | | |",
+                format!("{e:#}").replace(['|', '\n'], " ")
+            )),
         }
     }
     // A variant of the proxy at concurrency 32, a fresh process: the
@@ -193,22 +250,26 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         ));
         rep.line("");
     }
-    match c32 {
-        (Some(ng), Some(px)) => {
-            let ratio = px / ng * 100.0;
-            rep.target(
-                "Throughput at concurrency 32",
-                "≥ 80 % of nginx",
-                format!("{px:.0} vs {ng:.0} req/s = {ratio:.0} %"),
-                Some(ratio >= 80.0),
-            );
+    for (conns, pair) in [(32, c32), (128, c128)] {
+        let label = format!("Throughput at concurrency {conns}");
+        let goal = format!("≥ {:.0} % of nginx", NGINX_THROUGHPUT_SHARE * 100.0);
+        match pair {
+            (Some(ng), Some(px)) => {
+                let ratio = px / ng;
+                rep.target(
+                    &label,
+                    &goal,
+                    format!("{px:.0} vs {ng:.0} req/s = {:.0} %", ratio * 100.0),
+                    Some(ratio >= NGINX_THROUGHPUT_SHARE),
+                );
+            }
+            _ => rep.target(
+                &label,
+                &goal,
+                "could not run (no nginx row)".to_owned(),
+                None,
+            ),
         }
-        _ => rep.target(
-            "Throughput at concurrency 32",
-            "≥ 80 % of nginx",
-            "could not run (no nginx row)".to_owned(),
-            None,
-        ),
     }
     let openai_goal = format!(
         "≥ {:.0} % of the native route",
@@ -239,6 +300,27 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         }
         (_, _, Err(why)) => rep.target(openai_target, &openai_goal, why.clone(), None),
         _ => rep.target(openai_target, &openai_goal, "not measured".to_owned(), None),
+    }
+    let ui_chat_goal = format!(
+        "≥ {:.0} % of the native route's stream",
+        OPENAI_THROUGHPUT_SHARE * 100.0
+    );
+    match stream_rps[..] {
+        [native, ui] => {
+            let share = ui / native;
+            rep.target(
+                "`useChat` route throughput at concurrency 32 (whole streams)",
+                &ui_chat_goal,
+                format!("{ui:.0} vs {native:.0} req/s = {:.0} %", share * 100.0),
+                Some(share >= OPENAI_THROUGHPUT_SHARE),
+            );
+        }
+        _ => rep.target(
+            "`useChat` route throughput at concurrency 32 (whole streams)",
+            &ui_chat_goal,
+            "could not run".to_owned(),
+            None,
+        ),
     }
     Ok(())
 }

@@ -28,7 +28,8 @@ first request's head, and between requests (HTTP/1.1 and h2c alike).
 GIGACHAT_PROXY_MAX_CONNECTIONS caps open client connections (default: half
 of the file-descriptor limit left after 64, at most 10000); at the cap the
 longest-idle connections are closed, and if every one is busy a new one gets
-a 503.
+a 503. GIGACHAT_PROXY_WORKERS is how many threads serve connections, each
+with its own event loop and upstream connections (default: one per CPU).
 
 GIGACHAT_PROXY_PLATFORM=container (set in the Dockerfile) gives a public
 deployment's defaults (rate limits, ownership, the public-page policy,
@@ -47,6 +48,8 @@ pub struct Options {
     /// `GIGACHAT_PROXY_MAX_CONNECTIONS`; `None` derives it from the
     /// file-descriptor limit when the server starts.
     pub max_connections: Option<usize>,
+    /// `GIGACHAT_PROXY_WORKERS`; `None` is one per CPU the process may use.
+    pub workers: Option<usize>,
     /// `GIGACHAT_PROXY_PLATFORM`: the open local defaults, or a public
     /// deployment's in a container.
     pub platform: Platform,
@@ -55,6 +58,7 @@ pub struct Options {
 pub const PLATFORM: &str = "GIGACHAT_PROXY_PLATFORM";
 pub const HEADER_TIMEOUT: &str = "GIGACHAT_PROXY_HEADER_TIMEOUT";
 pub const MAX_CONNECTIONS: &str = "GIGACHAT_PROXY_MAX_CONNECTIONS";
+pub const WORKERS: &str = "GIGACHAT_PROXY_WORKERS";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
@@ -109,6 +113,9 @@ impl Options {
         let max_connections = env
             .count(MAX_CONNECTIONS, 1..=1_000_000)
             .map_err(|err| err.to_string())?;
+        let workers = env
+            .count(WORKERS, 1..=1024)
+            .map_err(|err| err.to_string())?;
         let platform = env
             .parse(PLATFORM, |value| {
                 match value.to_ascii_lowercase().as_str() {
@@ -124,6 +131,7 @@ impl Options {
             port,
             header_timeout,
             max_connections,
+            workers,
             platform,
         };
         Ok(if check_health {
@@ -155,6 +163,7 @@ mod tests {
             port,
             header_timeout: std::time::Duration::from_secs(30),
             max_connections: None,
+            workers: None,
             platform: Platform::Local,
         }))
     }
@@ -206,6 +215,10 @@ mod tests {
             panic!("an empty connection cap is refused");
         };
         assert_eq!(options.max_connections, None);
+        let Ok(Parsed::Run(options)) = parse(&[], &[(WORKERS, "3")]) else {
+            panic!("a valid worker count is refused");
+        };
+        assert_eq!(options.workers, Some(3));
     }
 
     #[test]
@@ -228,6 +241,10 @@ mod tests {
         for bad in ["0", "-1", "1.5", "many", "1000001"] {
             let err = parse(&[], &[(MAX_CONNECTIONS, bad)]).unwrap_err();
             assert!(err.contains(MAX_CONNECTIONS), "{bad}: {err}");
+        }
+        for bad in ["0", "1025", "all"] {
+            let err = parse(&[], &[(WORKERS, bad)]).unwrap_err();
+            assert!(err.contains(WORKERS), "{bad}: {err}");
         }
         let err = parse(&[], &[(MAX_CONNECTIONS, "lots")]).unwrap_err();
         assert!(!err.contains("lots"), "the value is echoed: {err}");

@@ -7,6 +7,7 @@
 
 mod cli;
 mod connections;
+mod cores;
 mod emulated;
 mod linger;
 mod probe;
@@ -66,6 +67,7 @@ pub async fn main() -> ExitCode {
         options.port,
         proxy.clone(),
         ConnectionLimits::from_options(&options),
+        options.workers,
     )
     .await
     {
@@ -79,7 +81,10 @@ pub async fn main() -> ExitCode {
         }
     };
     print_banner(&server, proxy.config(), emulator.is_some());
-    server.run_until_shutdown().await;
+    if let Err(err) = server.run_until_shutdown().await {
+        eprintln!("gigachat-proxy: cannot start the worker threads: {err}");
+        return ExitCode::FAILURE;
+    }
     if let Some(emulator) = emulator {
         emulator.shutdown().await;
     }

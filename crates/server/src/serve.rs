@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::connections::{self, Admission, InFlightBody, LogThrottle, Registry, Slot};
+use crate::cores::{self, Workers};
 use crate::linger::{self, LentSocket};
 use crate::site;
 
@@ -63,20 +64,24 @@ pub struct Server {
     listener: TcpListener,
     proxy: Proxy,
     limits: ConnectionLimits,
+    workers: usize,
 }
 
 impl Server {
+    /// `workers`: threads serving connections (`None`: one per CPU).
     pub async fn bind(
         host: &str,
         port: u16,
         proxy: Proxy,
         limits: ConnectionLimits,
+        workers: Option<usize>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind((host, port)).await?;
         Ok(Self {
             listener,
             proxy,
             limits,
+            workers: workers.unwrap_or_else(cores::default_count),
         })
     }
 
@@ -86,36 +91,44 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    pub async fn run_until_shutdown(self) {
-        serve(self.listener, self.proxy, self.limits, shutdown_signal()).await;
+    pub async fn run_until_shutdown(self) -> std::io::Result<()> {
+        serve(
+            self.listener,
+            self.proxy,
+            self.limits,
+            self.workers,
+            shutdown_signal(),
+        )
+        .await
     }
 }
 
 /// What every connection task shares.
-struct Shared {
+pub(crate) struct Shared {
     proxy: Proxy,
     builder: auto::Builder<TokioExecutor>,
     idle_timeout: Duration,
 }
 
-/// Serves until `shutdown` resolves, then drains open connections.
+/// Serves on `workers` threads until `shutdown` resolves, then drains open
+/// connections. Fails only if the worker threads cannot be started.
 pub async fn serve(
     listener: TcpListener,
     proxy: Proxy,
     limits: ConnectionLimits,
+    workers: usize,
     shutdown: impl Future<Output = ()>,
-) {
+) -> std::io::Result<()> {
     let idle_timeout = limits.idle_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // HTTP/1.1: `idle_timeout` to send a request's head, also between
-    // requests; without it (hyper needs a timer for it) a client sending
-    // headers a byte at a time could hold a connection open forever.
-    // 30 s by default: long enough for a slow mobile client to send a head,
-    // short enough that idle sockets do not pile up against the connection cap.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout);
+    // HTTP/1.1 gets no timer of hyper's: a connection is idle until a
+    // request's head is complete, so the idle rule below already gives a
+    // client `idle_timeout` to send a head (the first, or the next after an
+    // answer), and one sending headers a byte at a time is cut off then.
+    // hyper's own header timeout would arm and disarm a second timer for
+    // every request (30 s by default: long enough for a slow mobile client
+    // to send a head, short enough that idle sockets do not pile up against
+    // the connection cap).
     // h2c: a ping after `idle_timeout` without a frame, and the connection
     // closed if the ping is not answered as long again, so a vanished
     // client's streams do not stay open. Idle h2c connections (no stream
@@ -131,6 +144,11 @@ pub async fn serve(
         idle_timeout,
     });
     let registry = Registry::new(limits.max_connections);
+    let mut workers = Workers::start(workers, &shared)?;
+    tracing::info!(
+        workers = workers.count(),
+        "serving on one event loop per worker thread"
+    );
     log_limits(&limits);
     let (stop, stopped) = watch::channel(());
     let mut accept_backoff = MIN_ACCEPT_BACKOFF;
@@ -185,13 +203,7 @@ pub async fn serve(
                         "at the connection limit: closing the longest-idle connections to make room"
                     );
                 }
-                tokio::spawn(serve_connection(
-                    Arc::clone(&shared),
-                    stream,
-                    peer,
-                    slot,
-                    stopped.clone(),
-                ));
+                workers.dispatch(stream, peer, slot, stopped.clone());
             }
             Admission::Full => {
                 if let Some(held_back) = full_warnings.allow() {
@@ -215,6 +227,9 @@ pub async fn serve(
     {
         tracing::warn!("some connections were still open after {DRAIN_TIMEOUT:?}; exiting anyway");
     }
+    // The workers end once their last connection has (now, or at exit).
+    drop(workers);
+    Ok(())
 }
 
 fn log_limits(limits: &ConnectionLimits) {
@@ -260,7 +275,7 @@ enum Ending {
     Closed,
 }
 
-async fn serve_connection(
+pub(crate) async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,

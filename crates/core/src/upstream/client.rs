@@ -14,6 +14,8 @@
 //!   exchange (which the deep health check also exercises), where its
 //!   conveniences (forms, JSON) are worth more than microseconds.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,13 +39,38 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 const USER_AGENT: &str = concat!("gigachat-proxy/", env!("CARGO_PKG_VERSION"));
 
+type Pooled = Client<HttpsConnector<Connector>, Full<Bytes>>;
+
+/// Gives each [`UpstreamClient`] its key in the per-thread pools.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(0);
+/// A thread keeps pools for at most this many clients (a process has one;
+/// tests build many): the oldest is dropped first.
+const POOLS_PER_THREAD: usize = 4;
+
+thread_local! {
+    /// The pools of this thread, when it runs a single-threaded runtime
+    /// (the local server's workers): one per client, keyed by its id.
+    static THREAD_POOLS: RefCell<Vec<(u64, Pooled)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// The forwarding client: keep-alive pool, HTTP/2 where the host offers it
 /// (ALPN), TCP_NODELAY so small SSE events are not held back. It never
 /// follows redirects: one from GigaChat is never expected, and following
 /// it could carry the request (and its body) somewhere unintended.
+///
+/// On a single-threaded runtime (the local server runs one per core) each
+/// thread gets a pool of its own, so a request and its upstream connection's
+/// task run on one thread and never wake each other across threads. On a
+/// multi-threaded runtime (the serverless entry points) the one shared pool
+/// is used: a warm invocation then finds the connection the last one left,
+/// whichever thread it runs on.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<Connector>, Full<Bytes>>,
+    shared: Pooled,
+    /// What a thread's own pool is built from: the shared one's settings.
+    builder: hyper_util::client::legacy::Builder,
+    connector: HttpsConnector<Connector>,
+    id: u64,
     user_agent: HeaderValue,
 }
 
@@ -65,16 +92,48 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(Connector::from_env(http));
-        let inner = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .http2_adaptive_window(true)
-            .build(connector);
+            .http2_adaptive_window(true);
+        let shared = builder.build(connector.clone());
         Self {
-            inner,
+            shared,
+            builder,
+            connector,
+            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
             user_agent: HeaderValue::from_static(USER_AGENT),
         }
+    }
+
+    /// This thread's pool when the thread runs a single-threaded runtime,
+    /// else the shared one. A thread's pool is a copy of the shared client
+    /// (same connector and settings) with an empty pool of its own.
+    fn send_on_this_thread(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        let single_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        });
+        if !single_threaded {
+            return self.shared.request(request);
+        }
+        THREAD_POOLS.with(|pools| {
+            let mut pools = pools.borrow_mut();
+            if let Some((_, pool)) = pools.iter().find(|(id, _)| *id == self.id) {
+                return pool.request(request);
+            }
+            if pools.len() >= POOLS_PER_THREAD {
+                pools.remove(0);
+            }
+            let pool = self.builder.build(self.connector.clone());
+            let response = pool.request(request);
+            pools.push((self.id, pool));
+            response
+        })
     }
 
     /// Sends one request; resolves when the response headers are in (the
@@ -86,7 +145,7 @@ impl UpstreamClient {
         request
             .headers_mut()
             .insert(header::USER_AGENT, self.user_agent.clone());
-        self.inner.request(request).await
+        self.send_on_this_thread(request).await
     }
 }
 
