@@ -307,6 +307,49 @@ async fn an_upstream_error_refunds_and_a_broken_stream_is_charged_its_input_at_l
 }
 
 #[tokio::test]
+async fn a_stream_is_charged_by_the_time_its_done_event_arrives() {
+    let s = setup_with(
+        |_| {},
+        &[("GIGACHAT_PROXY_TOKEN_BUDGET_ANONYMOUS", "100000/w")],
+    )
+    .await;
+    // GigaChat holds the connection open after `[DONE]`: a page that stops
+    // reading there and refreshes its meter must already see the charge,
+    // not the reservation.
+    s.emulator
+        .faults()
+        .set_stream_end_delay(Duration::from_secs(5));
+    let url = s.proxy.url("/api/gigachat-api/chat/completions");
+    let mut response = s
+        .http
+        .post(&url)
+        .json(&chat_with("hello there", true, 1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = String::new();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while !body.contains("data: [DONE]") {
+        assert!(Instant::now() < deadline, "no [DONE] in {body}");
+        let chunk = response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream ended early");
+        body.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let budget = budget_of(&s.http, &s.proxy, None).await;
+    assert_eq!(budget["reserved"], 0, "{budget}");
+    assert_eq!(
+        budget["used"].as_u64(),
+        Some(stream_tokens(&body)),
+        "{budget}"
+    );
+    drop(response);
+}
+
+#[tokio::test]
 async fn without_a_budget_nothing_changes_and_the_route_says_so() {
     let s = setup().await;
     let budget = budget_of(&s.http, &s.proxy, None).await;

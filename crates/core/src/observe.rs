@@ -200,10 +200,10 @@ impl TrackedBody {
     }
 }
 
-impl Drop for TrackedBody {
-    /// Settles the token budget with how the answer ended (before the
-    /// fields, and so the log line, are dropped).
-    fn drop(&mut self) {
+impl TrackedBody {
+    /// Settles the token budget with how the answer ended (once: the
+    /// reservation is taken).
+    fn settle_budget(&mut self) {
         if let Some(usage) = self.usage_cell.as_ref().and_then(UsageCell::get) {
             self.log.usage = Some(usage);
         }
@@ -217,6 +217,20 @@ impl Drop for TrackedBody {
         }
     }
 }
+
+impl Drop for TrackedBody {
+    /// Settles the token budget if `[DONE]` did not (before the fields, and
+    /// so the log line, are dropped).
+    fn drop(&mut self) {
+        self.settle_budget();
+    }
+}
+
+/// The last event of a GigaChat, OpenAI or `useChat` stream. A client
+/// stops reading there and may ask for its budget at once, before the
+/// upstream connection has closed and the body is dropped: the answer is
+/// settled when this passes, so the budget it reads is already charged.
+const STREAM_END: &[u8] = b"data: [DONE]\n\n";
 
 impl Body for TrackedBody {
     type Data = Bytes;
@@ -252,6 +266,13 @@ impl Body for TrackedBody {
                             *usage = Some(found);
                         }
                     });
+                }
+                if this.guards.has_budget()
+                    && frame
+                        .data_ref()
+                        .is_some_and(|data| data.ends_with(STREAM_END))
+                {
+                    this.settle_budget();
                 }
             }
             Poll::Ready(None) => this.log.completed = true,

@@ -23,6 +23,7 @@ pub struct Faults {
     error_in_200: AtomicU32,
     chunk_delay_ms: AtomicU64,
     first_byte_delay_ms: AtomicU64,
+    end_delay_ms: AtomicU64,
     /// `UNSET` when off, so "reset after 0 events" stays expressible.
     reset_after: AtomicU64,
     split_writes: AtomicBool,
@@ -44,6 +45,7 @@ impl Default for Faults {
             error_in_200: AtomicU32::new(0),
             chunk_delay_ms: AtomicU64::new(UNSET),
             first_byte_delay_ms: AtomicU64::new(0),
+            end_delay_ms: AtomicU64::new(0),
             reset_after: AtomicU64::new(UNSET),
             split_writes: AtomicBool::new(false),
             function_call_separate: AtomicBool::new(false),
@@ -165,6 +167,17 @@ impl Faults {
         self.first_byte_delay_ms.store(millis(d), Ordering::SeqCst);
     }
 
+    /// Holds every later stream open this long after its last event before
+    /// ending it, as a slow upstream may: what a client sees at `[DONE]`
+    /// must not wait for the upstream connection to close.
+    pub fn set_stream_end_delay(&self, d: Duration) {
+        self.end_delay_ms.store(millis(d), Ordering::SeqCst);
+    }
+
+    pub(crate) fn stream_end_delay(&self) -> Duration {
+        Duration::from_millis(self.end_delay_ms.load(Ordering::SeqCst))
+    }
+
     /// Aborts the connection after `n` SSE events of each later stream, with
     /// no terminating chunk; `None` turns it off.
     pub fn reset_stream_after_chunks(&self, n: Option<u32>) {
@@ -200,6 +213,7 @@ impl Faults {
         self.error_in_200_next(0);
         self.chunk_delay_ms.store(UNSET, Ordering::SeqCst);
         self.set_first_byte_delay(Duration::ZERO);
+        self.set_stream_end_delay(Duration::ZERO);
         self.reset_stream_after_chunks(None);
         self.split_sse_writes(false);
         self.set_function_call_chunk(FunctionCallChunk::Finish);

@@ -42,6 +42,8 @@ struct StreamState {
     abort: bool,
     finished: bool,
     aborted: bool,
+    /// How long the stream stays open after its last event (a fault).
+    end_delay: Duration,
     shared: Arc<Shared>,
     _guard: InflightGuard,
 }
@@ -101,6 +103,7 @@ pub(crate) fn stream_body(shared: Arc<Shared>, events: Vec<Bytes>, guard: Inflig
         abort,
         finished: false,
         aborted: false,
+        end_delay: faults.stream_end_delay(),
         shared,
         _guard: guard,
     };
@@ -123,6 +126,9 @@ pub(crate) fn stream_body(shared: Arc<Shared>, events: Vec<Bytes>, guard: Inflig
                 "emulator fault: reset_stream_after_chunks",
             );
             return Some((Err(err), st));
+        }
+        if !st.end_delay.is_zero() {
+            tokio::time::sleep(std::mem::take(&mut st.end_delay)).await;
         }
         None
     });

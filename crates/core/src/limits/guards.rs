@@ -45,8 +45,8 @@ impl Guards {
     /// charged, if a budget applied.
     pub(crate) fn settle_budget(&mut self, finish: &super::budget::Finish) -> Option<u64> {
         self.budget
-            .as_mut()
-            .map(|reservation| reservation.settle(finish))
+            .take()
+            .map(|mut reservation| reservation.settle(finish))
     }
 
     pub(crate) fn has_budget(&self) -> bool {
