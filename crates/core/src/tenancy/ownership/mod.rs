@@ -37,7 +37,9 @@
 //!   caller's objects.
 //! - `stream`: the same for a streamed answer, event by event.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aes_siv::siv::Aes128Siv;
@@ -219,9 +221,10 @@ pub(crate) struct Ownership {
     admins: HashSet<String>,
     /// The sealing key, derived once.
     key: aes_siv::Key<Aes128Siv>,
-    /// A cipher with its key schedule done, shared by every call; a call
-    /// that finds it busy builds its own rather than wait.
-    cipher: Mutex<Aes128Siv>,
+    /// Which instance this is in the process, for [`CIPHER`]: two may hold
+    /// different keys (tests, embedders), so a thread's cipher is used for
+    /// the instance that built it only.
+    instance: u64,
     listed: Mutex<HashMap<String, HashSet<String>>>,
     /// Where lists are shared between instances, when configured.
     redis: Option<Arc<SharedRedis>>,
@@ -238,8 +241,8 @@ impl Ownership {
             redis,
             enabled: config.enabled,
             admins: config.admins.iter().cloned().collect(),
-            cipher: Mutex::new(Aes128Siv::new(&key)),
             key,
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             listed: Mutex::new(HashMap::new()),
         }
     }
@@ -315,11 +318,10 @@ impl Ownership {
             Endpoint::FileInfo => AnswerRewrite::File,
             Endpoint::FileContent => AnswerRewrite::None,
             Endpoint::FileDelete => AnswerRewrite::Deleted,
-            Endpoint::Assistants => {
-                return self.check_assistants(identity, method, client_path, query, body);
-            }
-            Endpoint::Threads => {
-                return self.check_threads(identity, method, client_path, query, body);
+            Endpoint::Assistants | Endpoint::Threads => {
+                let opens = requests::stateful_call(endpoint, method, client_path)
+                    .ok_or(Error::OperatorOnly)?;
+                return self.check_stateful(identity, opens, query, body);
             }
             Endpoint::Balance | Endpoint::Other => return Err(Error::OperatorOnly),
         };
@@ -400,13 +402,24 @@ impl Ownership {
         }
     }
 
-    /// Runs `run` with the shared cipher, or with one of its own when
-    /// another call holds it: no call waits for the lock.
-    fn with_cipher<T>(&self, run: impl FnOnce(&mut Aes128Siv) -> T) -> T {
-        match self.cipher.try_lock() {
-            Ok(mut cipher) => run(&mut cipher),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => run(&mut poisoned.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => run(&mut Aes128Siv::new(&self.key)),
+    /// Runs `run` with this thread's cipher for this instance, built (key
+    /// schedule and all) on the thread's first call or when it last served
+    /// another instance: no call waits for another, and none rebuilds the
+    /// cipher while one instance serves the thread. A thread whose cipher
+    /// cannot be had (it is ending, or the cipher is in use further up the
+    /// stack) builds one for the call.
+    fn with_cipher<T>(&self, mut run: impl FnMut(&mut Aes128Siv) -> T) -> T {
+        let cached = CIPHER.try_with(|slot| {
+            let mut slot = slot.try_borrow_mut().ok()?;
+            let cipher = match &mut *slot {
+                Some((instance, cipher)) if *instance == self.instance => cipher,
+                slot => &mut slot.insert((self.instance, Aes128Siv::new(&self.key))).1,
+            };
+            Some(run(cipher))
+        });
+        match cached {
+            Ok(Some(done)) => done,
+            _ => run(&mut Aes128Siv::new(&self.key)),
         }
     }
 
@@ -489,6 +502,18 @@ impl Ownership {
         let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
         listed.get(identity).cloned().unwrap_or_default()
     }
+}
+
+/// Numbers [`Ownership::instance`]: unique in the process.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The cipher this thread last sealed or opened with, and the instance
+    /// whose key it holds. Building one (AES key schedule, CMAC subkeys)
+    /// would add a quarter to every seal, and one cipher shared between
+    /// threads makes them take turns at its lock, so each thread keeps its
+    /// own.
+    static CIPHER: RefCell<Option<(u64, Aes128Siv)>> = const { RefCell::new(None) };
 }
 
 /// What one answer created and deleted, for the lists.

@@ -46,123 +46,42 @@ impl Ownership {
         }
     }
 
-    /// The assistants API (`GET assistants[?assistant_id=]`, `POST
-    /// assistants`, `…/modify`, `…/delete`, `…/files/delete`): every
-    /// assistant and file it names is opened; any other call is the
-    /// operator's.
-    pub(super) fn check_assistants(
+    /// A call of the assistants or the threads API, which opens what its
+    /// row of [`STATEFUL_CALLS`] says.
+    pub(super) fn check_stateful(
         &self,
         identity: &str,
-        method: &http::Method,
-        client_path: &str,
+        opens: Opens,
         query: Option<&str>,
         body: &Bytes,
     ) -> Result<Checked, Error> {
-        let read = *method == http::Method::GET || *method == http::Method::HEAD;
-        let post = *method == http::Method::POST;
-        match split_version(client_path).1 {
-            "assistants" if read => {
-                let (query, asked) =
-                    self.open_query(identity, query, &[("assistant_id", ASSISTANT)])?;
+        match opens {
+            Opens::Query(named, answer) => {
+                let (query, asked) = self.open_query(identity, query, named)?;
                 Ok(Checked {
                     path: None,
                     query,
                     body: None,
-                    answer: AnswerRewrite::Assistants {
-                        asked: asked.into_boxed_slice(),
-                    },
+                    answer: answer.rewrite(asked),
                 })
             }
-            "assistants" | "assistants/modify" | "assistants/files/delete" if post => {
-                self.stateful_body(identity, query, body, AnswerRewrite::Stateful)
-            }
-            "assistants/delete" if post => self.deletion(identity, query, body, "assistant_id"),
-            _ => Err(Error::OperatorOnly),
-        }
-    }
-
-    /// The legacy threads API (`GET threads`, `POST threads`, `…/retrieve`,
-    /// `…/delete`, `…/run`, `…/messages`, `…/messages/run`,
-    /// `…/messages/rerun`): every thread, assistant and file it names is
-    /// opened; any other call is the operator's.
-    pub(super) fn check_threads(
-        &self,
-        identity: &str,
-        method: &http::Method,
-        client_path: &str,
-        query: Option<&str>,
-        body: &Bytes,
-    ) -> Result<Checked, Error> {
-        let read = *method == http::Method::GET || *method == http::Method::HEAD;
-        let post = *method == http::Method::POST;
-        match split_version(client_path).1 {
-            "threads" if read => {
-                let (query, _) =
-                    self.open_query(identity, query, &[("assistants_ids", ASSISTANT)])?;
-                Ok(Checked {
-                    path: None,
-                    query,
-                    body: None,
-                    answer: AnswerRewrite::Threads {
-                        asked: Box::new([]),
-                    },
-                })
-            }
-            "threads/run" | "threads/messages" if read => {
-                let (query, _) = self.open_query(identity, query, &[("thread_id", THREAD)])?;
-                Ok(Checked {
-                    path: None,
-                    query,
-                    body: None,
-                    answer: AnswerRewrite::Stateful,
-                })
-            }
-            "threads" if post => {
-                self.stateful_body(identity, query, body, AnswerRewrite::ThreadCreated)
-            }
-            "threads/retrieve" if post => {
-                let mut checked = self.stateful_body(identity, query, body, AnswerRewrite::None)?;
-                let asked: Vec<String> = checked
-                    .body
-                    .as_deref()
-                    .and_then(|body| serde_json::from_slice::<Value>(body).ok())
-                    .and_then(|json| match json.get("threads_ids") {
-                        Some(Value::Array(ids)) => Some(
-                            ids.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_owned)
-                                .collect(),
-                        ),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                checked.answer = AnswerRewrite::Threads {
-                    asked: asked.into_boxed_slice(),
-                };
+            Opens::Body(answer) => {
+                let mut checked = self.stateful_body(identity, query, body)?;
+                checked.answer = answer.rewrite(checked.body.as_deref());
                 Ok(checked)
             }
-            "threads/delete" if post => self.deletion(identity, query, body, "thread_id"),
-            "threads/run"
-            | "threads/messages"
-            | "threads/messages/run"
-            | "threads/messages/rerun"
-                if post =>
-            {
-                self.stateful_body(identity, query, body, AnswerRewrite::Stateful)
-            }
-            _ => Err(Error::OperatorOnly),
         }
     }
 
     /// A thread or assistant call with a JSON body: the body with every id
     /// it names opened, and a query that names none (these calls take no
-    /// query, so one is refused rather than passed on unread).
+    /// query, so one is refused rather than passed on unread). The answer
+    /// is left for the caller to say.
     fn stateful_body(
         &self,
         identity: &str,
         query: Option<&str>,
         body: &Bytes,
-        answer: AnswerRewrite,
     ) -> Result<Checked, Error> {
         if query.is_some_and(|query| !query.is_empty()) {
             return Err(Error::OperatorOnly);
@@ -186,31 +105,8 @@ impl Ownership {
             path: None,
             query: None,
             body,
-            answer,
+            answer: AnswerRewrite::None,
         })
-    }
-
-    /// A deletion by an id in the body (`{"thread_id"}`, `{"assistant_id"}`):
-    /// opened like any body, and the raw id kept to take it off the list
-    /// once GigaChat confirms.
-    fn deletion(
-        &self,
-        identity: &str,
-        query: Option<&str>,
-        body: &Bytes,
-        key: &str,
-    ) -> Result<Checked, Error> {
-        let mut checked = self.stateful_body(identity, query, body, AnswerRewrite::None)?;
-        let raw = checked
-            .body
-            .as_deref()
-            .and_then(|body| serde_json::from_slice::<Value>(body).ok())
-            .and_then(|json| json.get(key).and_then(Value::as_str).map(Box::from));
-        checked.answer = match raw {
-            Some(raw) => AnswerRewrite::Removed { raw },
-            None => AnswerRewrite::Stateful,
-        };
-        Ok(checked)
     }
 
     /// The query rebuilt with the ids of the `named` parameters opened, and
@@ -480,6 +376,172 @@ impl Ownership {
         Ok(())
     }
 }
+
+/// Where the ids of a call of the assistants or the threads API are, and
+/// what its answer needs: its row of [`STATEFUL_CALLS`]. A call with no
+/// row is the operator's.
+pub(super) fn stateful_call(
+    endpoint: Endpoint,
+    method: &http::Method,
+    client_path: &str,
+) -> Option<Opens> {
+    let verb = if *method == http::Method::GET || *method == http::Method::HEAD {
+        Verb::Read
+    } else if *method == http::Method::POST {
+        Verb::Post
+    } else {
+        return None;
+    };
+    let path = split_version(client_path).1;
+    STATEFUL_CALLS
+        .iter()
+        .find(|row| row.0 == endpoint && row.1 == verb && row.2 == path)
+        .map(|&(.., opens)| opens)
+}
+
+/// How a call of the assistants and threads APIs is made: `HEAD` is `GET`
+/// without the body, so it reads what `GET` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Read,
+    Post,
+}
+
+/// Where a call's ids are, and what its answer needs.
+#[derive(Clone, Copy)]
+pub(super) enum Opens {
+    /// The ids of the named query parameters (`(name, kind)`), every other
+    /// parameter passed on as read.
+    Query(&'static [(&'static str, &'static str)], QueryAnswer),
+    /// Every id its JSON body names, anywhere; it takes no query.
+    Body(BodyAnswer),
+}
+
+/// The answer to a read, from the ids its query asked for.
+#[derive(Clone, Copy)]
+pub(super) enum QueryAnswer {
+    Stateful,
+    /// A list of assistants, which may show the ones asked for.
+    AssistantsAsked,
+    /// A list of threads by assistant: it asks for no thread.
+    ThreadsByAssistant,
+}
+
+impl QueryAnswer {
+    fn rewrite(self, asked: Vec<String>) -> AnswerRewrite {
+        match self {
+            QueryAnswer::Stateful => AnswerRewrite::Stateful,
+            QueryAnswer::AssistantsAsked => AnswerRewrite::Assistants {
+                asked: asked.into_boxed_slice(),
+            },
+            QueryAnswer::ThreadsByAssistant => AnswerRewrite::Threads {
+                asked: Box::new([]),
+            },
+        }
+    }
+}
+
+/// The answer to a call with a body, from the body as opened.
+#[derive(Clone, Copy)]
+pub(super) enum BodyAnswer {
+    Stateful,
+    ThreadCreated,
+    /// A list of the threads the body's `threads_ids` asks for: those are
+    /// the caller's, so the list may show them.
+    ThreadsAsked,
+    /// A deletion of the object whose id is under this key: the raw id is
+    /// kept to take it off the list once GigaChat confirms.
+    Removed(&'static str),
+}
+
+impl BodyAnswer {
+    fn rewrite(self, opened: Option<&[u8]>) -> AnswerRewrite {
+        let json = || opened.and_then(|body| serde_json::from_slice::<Value>(body).ok());
+        match self {
+            BodyAnswer::Stateful => AnswerRewrite::Stateful,
+            BodyAnswer::ThreadCreated => AnswerRewrite::ThreadCreated,
+            BodyAnswer::ThreadsAsked => {
+                let asked: Vec<String> = json()
+                    .and_then(|json| match json.get("threads_ids") {
+                        Some(Value::Array(ids)) => Some(
+                            ids.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                AnswerRewrite::Threads {
+                    asked: asked.into_boxed_slice(),
+                }
+            }
+            BodyAnswer::Removed(key) => {
+                match json().and_then(|json| json.get(key).and_then(Value::as_str).map(Box::from)) {
+                    Some(raw) => AnswerRewrite::Removed { raw },
+                    None => AnswerRewrite::Stateful,
+                }
+            }
+        }
+    }
+}
+
+/// Every call of the assistants and the threads API a caller may make,
+/// by endpoint, verb and the path after the version: a call these APIs
+/// gain is one row here.
+const STATEFUL_CALLS: &[(Endpoint, Verb, &str, Opens)] = {
+    use BodyAnswer::{Removed, ThreadCreated, ThreadsAsked};
+    use Endpoint::{Assistants, Threads};
+    use Opens::{Body, Query};
+    use QueryAnswer::{AssistantsAsked, ThreadsByAssistant};
+    use Verb::{Post, Read};
+    const STATEFUL: Opens = Body(BodyAnswer::Stateful);
+    const ASSISTANT_IDS: &[(&str, &str)] = &[("assistant_id", ASSISTANT)];
+    const ASSISTANTS_IDS: &[(&str, &str)] = &[("assistants_ids", ASSISTANT)];
+    const THREAD_ID: &[(&str, &str)] = &[("thread_id", THREAD)];
+    &[
+        (
+            Assistants,
+            Read,
+            "assistants",
+            Query(ASSISTANT_IDS, AssistantsAsked),
+        ),
+        (Assistants, Post, "assistants", STATEFUL),
+        (Assistants, Post, "assistants/modify", STATEFUL),
+        (Assistants, Post, "assistants/files/delete", STATEFUL),
+        (
+            Assistants,
+            Post,
+            "assistants/delete",
+            Body(Removed("assistant_id")),
+        ),
+        (
+            Threads,
+            Read,
+            "threads",
+            Query(ASSISTANTS_IDS, ThreadsByAssistant),
+        ),
+        (
+            Threads,
+            Read,
+            "threads/run",
+            Query(THREAD_ID, QueryAnswer::Stateful),
+        ),
+        (
+            Threads,
+            Read,
+            "threads/messages",
+            Query(THREAD_ID, QueryAnswer::Stateful),
+        ),
+        (Threads, Post, "threads", Body(ThreadCreated)),
+        (Threads, Post, "threads/retrieve", Body(ThreadsAsked)),
+        (Threads, Post, "threads/delete", Body(Removed("thread_id"))),
+        (Threads, Post, "threads/run", STATEFUL),
+        (Threads, Post, "threads/messages", STATEFUL),
+        (Threads, Post, "threads/messages/run", STATEFUL),
+        (Threads, Post, "threads/messages/rerun", STATEFUL),
+    ]
+};
 
 /// A batch body the proxy cannot check line by line; `line` 0 when the
 /// body is not text at all.
