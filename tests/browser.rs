@@ -22,6 +22,7 @@ use common::chromium::{
     PLAYWRIGHT_DIR, assert_node_tests_passed, ensure_browser_tools, run_node_tests,
 };
 use common::node::{json_file, repo_root};
+use common::routes::get_path;
 use common::*;
 
 /// The whole Node run; each JS test has its own, shorter timeout.
@@ -166,7 +167,7 @@ async fn the_demo_page_is_served_by_the_local_server() {
     let s = setup().await;
     let addr = s.proxy.addr();
 
-    let page = s.http.get(s.proxy.url("/")).send().await.unwrap();
+    let page = get_path(&s, "/", None).await;
     assert_eq!(page.status(), 200);
     let headers = page.headers().clone();
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
@@ -183,7 +184,7 @@ async fn the_demo_page_is_served_by_the_local_server() {
         ("/favicon.svg", "image/svg+xml"),
         ("/index.html", "text/html; charset=utf-8"),
     ] {
-        let response = s.http.get(s.proxy.url(path)).send().await.unwrap();
+        let response = get_path(&s, path, None).await;
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()["content-type"], content_type, "{path}");
         assert!(!response.bytes().await.unwrap().is_empty(), "{path}");
@@ -208,15 +209,7 @@ async fn the_demo_page_is_served_by_the_local_server() {
         .trim()
         .parse()
         .unwrap();
-    let js = s
-        .http
-        .get(s.proxy.url("/app.js"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let js = get_path(&s, "/app.js", None).await.bytes().await.unwrap();
     assert_eq!(length, js.len());
 
     // Not the page: the proxy's JSON errors, as before.
@@ -229,7 +222,7 @@ async fn the_demo_page_is_served_by_the_local_server() {
             .starts_with("application/json")
     );
     for path in ["/app.js/", "/APP.JS", "/favicon.ico", "/public/app.js"] {
-        let response = s.http.get(s.proxy.url(path)).send().await.unwrap();
+        let response = get_path(&s, path, None).await;
         assert_eq!(response.status(), 404, "{path}");
     }
 }

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::routes::{get_path, post_json, post_native_chat};
 use common::*;
 use serde_json::{Value, json};
 
@@ -159,13 +160,7 @@ async fn less_left_than_max_tokens_lowers_max_tokens_instead_of_refusing() {
     // About 125 tokens of input estimate, so about 75 of output remain;
     // the echo would take 77.
     let content = "x".repeat(300);
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat_with(&content, false, 5000))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat_with(&content, false, 5000)).await;
     assert_eq!(response.status(), 200);
     let clamped: u64 = response.headers()["x-gigachat-proxy-max-tokens-clamped"]
         .to_str()
@@ -192,13 +187,7 @@ async fn a_v2_chat_gets_its_model_options_max_tokens_lowered_when_less_is_left()
         "messages": [{"role": "user", "content": [{"text": "x".repeat(300)}]}],
         "model_options": {"max_tokens": 5000},
     });
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/v2/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(&s, "/api/gigachat-api/v2/chat/completions", &body, None).await;
     assert_eq!(response.status(), 200);
     let clamped: u64 = response.headers()["x-gigachat-proxy-max-tokens-clamped"]
         .to_str()
@@ -276,13 +265,7 @@ async fn an_upstream_error_refunds_and_a_broken_stream_is_charged_its_input_at_l
     .await;
     let url = s.proxy.url("/api/gigachat-api/chat/completions");
     s.emulator.faults().fail_next_api_with_status(400, 1);
-    let failed = s
-        .http
-        .post(&url)
-        .json(&chat_with("hello", false, 10))
-        .send()
-        .await
-        .unwrap();
+    let failed = post_native_chat(&s, &chat_with("hello", false, 10)).await;
     assert_eq!(failed.status(), 400);
     let _ = failed.bytes().await;
     let budget = settled_budget(&s.http, &s.proxy, None).await;
@@ -319,14 +302,7 @@ async fn a_stream_is_charged_by_the_time_its_done_event_arrives() {
     s.emulator
         .faults()
         .set_stream_end_delay(Duration::from_secs(5));
-    let url = s.proxy.url("/api/gigachat-api/chat/completions");
-    let mut response = s
-        .http
-        .post(&url)
-        .json(&chat_with("hello there", true, 1000))
-        .send()
-        .await
-        .unwrap();
+    let mut response = post_native_chat(&s, &chat_with("hello there", true, 1000)).await;
     assert_eq!(response.status(), 200);
     let mut body = String::new();
     let deadline = Instant::now() + Duration::from_secs(4);
@@ -355,13 +331,7 @@ async fn without_a_budget_nothing_changes_and_the_route_says_so() {
     let budget = budget_of(&s.http, &s.proxy, None).await;
     assert_eq!(budget["enabled"], false, "{budget}");
     assert_eq!(budget["limit"], Value::Null);
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat_with("hi", false, 10))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat_with("hi", false, 10)).await;
     assert_eq!(response.status(), 200);
     assert!(!response.headers().contains_key("x-ratelimit-limit-tokens"));
 }
@@ -425,13 +395,7 @@ async fn the_openai_python_sdk_does_not_retry_a_budget_refusal() {
         .unwrap();
     let s = setup_with(|_| {}, &[("GIGACHAT_PROXY_TOKEN_BUDGET_ANONYMOUS", "1/mo")]).await;
     // The one token goes to a first call; the window is then spent.
-    let first = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat_with("hi", false, 10))
-        .send()
-        .await
-        .unwrap();
+    let first = post_native_chat(&s, &chat_with("hi", false, 10)).await;
     assert_eq!(first.status(), 200);
     let _ = first.bytes().await;
     let proxy_url = s.proxy.url.clone();
@@ -454,13 +418,7 @@ async fn the_openai_python_sdk_does_not_retry_a_budget_refusal() {
     );
     // A last refusal of our own marks the end: the log then holds exactly
     // two, so the SDK sent its call once (with retries it would be four).
-    let marker = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat_with("hi", false, 10))
-        .send()
-        .await
-        .unwrap();
+    let marker = post_native_chat(&s, &chat_with("hi", false, 10)).await;
     assert_eq!(marker.status(), 429);
     let _ = marker.bytes().await;
     assert!(s.proxy.wait_for_log_count("token_budget_exceeded", 2).await);
@@ -523,12 +481,7 @@ async fn a_jwt_claim_sets_the_users_own_budget_and_sessions_keep_it() {
 }
 
 async fn health_of(s: &Setup) -> Value {
-    let response = s
-        .http
-        .get(s.proxy.url("/api/gigachat-health"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_path(s, "/api/gigachat-health", None).await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
 }

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::routes::get_path;
 use common::*;
 use serde_json::{Value, json};
 
@@ -141,12 +142,8 @@ async fn the_model_cache_can_be_turned_off() {
         assert_eq!((answer.status, answer.cache), (200, None));
     }
     assert_eq!(s.emulator.stats().api_calls, 2);
-    let health: Value = s
-        .http
-        .get(s.proxy.url("/api/gigachat-health"))
-        .send()
+    let health: Value = get_path(&s, "/api/gigachat-health", None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -302,14 +299,7 @@ async fn instances_share_the_cache_through_redis_and_survive_its_loss() {
     let a = start_proxy(&env);
     let b = start_proxy(&env);
     let http = reqwest::Client::new();
-    let health: Value = http
-        .get(b.url("/api/gigachat-health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&http, b.url("/api/gigachat-health")).await;
     assert_eq!(health["cache"], "redis");
 
     let stored = get_as(&http, &a, "models", KEY_ONE).await;

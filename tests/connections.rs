@@ -206,35 +206,10 @@ async fn an_h2_header_block_that_never_ends_is_cut_off() {
     );
 }
 
-/// A request head the proxy accepts, whose body then never comes: the
-/// connection stays busy (a request in flight) for as long as the client
-/// holds it. With `Expect: 100-continue` the client knows when the proxy
-/// started reading the body, so the request is surely in flight.
+/// [`busy_connection_awaiting_its_body`] with the first bytes of the body
+/// sent: the proxy is reading a body that never ends.
 async fn busy_connection(addr: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            b"POST /api/gigachat-api/chat/completions HTTP/1.1\r\nHost: localhost\r\n\
-              Content-Type: application/json\r\nContent-Length: 1000\r\n\
-              Expect: 100-continue\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    let continued = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("100 Continue\r\n\r\n") {
-            let read = stream.read(&mut buf).await.unwrap();
-            assert!(read > 0, "closed: {}", String::from_utf8_lossy(&seen));
-            seen.extend(&buf[..read]);
-        }
-    })
-    .await;
-    assert!(
-        continued.is_ok(),
-        "no 100 Continue: {}",
-        String::from_utf8_lossy(&seen)
-    );
+    let mut stream = busy_connection_awaiting_its_body(addr).await;
     stream.write_all(b"{\"model\"").await.unwrap();
     stream
 }
@@ -261,13 +236,7 @@ async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_get_a_50
     // gets a 503 that says why, and nobody's request is cut.
     let first = busy_connection(&addr).await;
     let _second = busy_connection(&addr).await;
-    let mut refused = TcpStream::connect(&addr).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer))
-        .await
-        .expect("a connection over the cap was neither answered nor closed")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let answer = answer_to_a_connection_over_the_cap(&addr).await;
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     assert!(
         answer.to_ascii_lowercase().contains("connection: close"),

@@ -11,6 +11,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::routes::post_native_chat;
 use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -346,36 +347,23 @@ async fn duplicated_keys_and_plain_text_bodies_cannot_open_uncounted_streams() {
     let plain_text = r#"{"model":"GigaChat","stream":true,"messages":[{"role":"user","content":"one two three four five"}]}"#;
     for (content_type, body) in [("application/json", duplicated), ("text/plain", plain_text)] {
         // Such a body streams (GigaChat reads it so), and takes the slot...
-        let first = s
-            .http
-            .post(&url)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let send_as_typed = || {
+            s.http
+                .post(&url)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+        };
+        let first = send_as_typed().await.unwrap();
         assert_eq!(first.status(), 200, "{content_type}");
         assert_eq!(first.headers()["content-type"], "text/event-stream");
         // ...so an ordinary stream meanwhile is over the limit,
         let calls_before = s.emulator.stats().api_calls;
-        let second = s
-            .http
-            .post(&url)
-            .json(&chat("second", true))
-            .send()
-            .await
-            .unwrap();
+        let second = post_native_chat(&s, &chat("second", true)).await;
         assert_eq!(second.status(), 429, "{content_type}");
         // and so is another such body, refused before it is sent: its slot
         // is taken before GigaChat starts generating.
-        let again = s
-            .http
-            .post(&url)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let again = send_as_typed().await.unwrap();
         assert_eq!(again.status(), 429, "{content_type}");
         assert_eq!(
             again.json::<Value>().await.unwrap()["code"],

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::routes::post_native_chat;
 use common::*;
 use serde_json::Value;
 
@@ -86,45 +87,20 @@ async fn authenticated_identities_have_their_own_budgets() {
 #[tokio::test]
 async fn concurrent_streams_per_identity_are_capped() {
     let s = setup_with_one_stream_slot().await;
-    let url = s.proxy.url("/api/gigachat-api/chat/completions");
-    let first = s
-        .http
-        .post(&url)
-        .json(&chat("long stream one two", true))
-        .send()
-        .await
-        .unwrap();
+    let first = post_native_chat(&s, &chat("long stream one two", true)).await;
     assert_eq!(first.status(), 200);
-    let second = s
-        .http
-        .post(&url)
-        .json(&chat("second", true))
-        .send()
-        .await
-        .unwrap();
+    let second = post_native_chat(&s, &chat("second", true)).await;
     assert_eq!(second.status(), 429);
     assert_eq!(
         second.json::<Value>().await.unwrap()["code"],
         "too_many_streams"
     );
     // Non-streaming calls are not streams.
-    let plain = s
-        .http
-        .post(&url)
-        .json(&chat("plain", false))
-        .send()
-        .await
-        .unwrap();
+    let plain = post_native_chat(&s, &chat("plain", false)).await;
     assert_eq!(plain.status(), 200);
     // When the first stream ends, its slot is free again.
     let _ = first.text().await.unwrap();
-    let third = s
-        .http
-        .post(&url)
-        .json(&chat("third", true))
-        .send()
-        .await
-        .unwrap();
+    let third = post_native_chat(&s, &chat("third", true)).await;
     assert_eq!(third.status(), 200);
 }
 
@@ -168,21 +144,8 @@ async fn the_upstream_guard_queues_instead_of_letting_gigachat_answer_429() {
         &[("GIGACHAT_PROXY_UPSTREAM_QUEUE_TIMEOUT", "0.3")],
     )
     .await;
-    let url = s.proxy.url("/api/gigachat-api/chat/completions");
-    let first = s
-        .http
-        .post(&url)
-        .json(&chat("one two three four", true))
-        .send()
-        .await
-        .unwrap();
-    let waiter = s
-        .http
-        .post(&url)
-        .json(&chat("waiter", false))
-        .send()
-        .await
-        .unwrap();
+    let first = post_native_chat(&s, &chat("one two three four", true)).await;
+    let waiter = post_native_chat(&s, &chat("waiter", false)).await;
     assert_eq!(waiter.status(), 503);
     assert!(waiter.headers().contains_key("retry-after"));
     assert_eq!(
@@ -269,14 +232,7 @@ async fn redis_failing_open_keeps_serving_with_local_limits() {
     ]);
     let proxy = start_proxy(&env);
     let http = reqwest::Client::new();
-    let health: Value = http
-        .get(proxy.url("/api/gigachat-health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&http, proxy.url("/api/gigachat-health")).await;
     assert_eq!(health["limits"], "redis");
     assert_eq!(
         http.get(proxy.url("/api/gigachat-api/models"))

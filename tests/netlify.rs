@@ -311,6 +311,22 @@ impl Stack {
         )
     }
 
+    /// POSTs `body` as JSON to `path` on the site, through `netlify dev`.
+    async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.netlify.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path` on the site, through `netlify dev`, and reads the
+    /// answer as JSON.
+    async fn get_json(&self, path: &str) -> Value {
+        get_json(&self.http, self.netlify.url(path)).await
+    }
+
     /// The hashed identity the proxy logged for the request `request_id`:
     /// the client address it resolved, for an anonymous caller.
     async fn logged_identity(&self, request_id: &str) -> String {
@@ -345,12 +361,11 @@ async fn chat_stream_and_every_route_go_through_the_netlify_rewrite() {
     let s = start_stack(|_| Vec::new()).await;
 
     let response = s
-        .http
-        .post(s.netlify.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("hello from netlify", false))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/gigachat-api/chat/completions",
+            &chat("hello from netlify", false),
+        )
+        .await;
     assert_eq!(response.status(), 200, "{}", s.context());
     assert!(
         response.headers().contains_key("x-request-id"),
@@ -367,12 +382,11 @@ async fn chat_stream_and_every_route_go_through_the_netlify_rewrite() {
     // spread out as well, not all at once when the answer ends.
     let started = Instant::now();
     let response = s
-        .http
-        .post(s.netlify.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("one two three four five", true))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/gigachat-api/chat/completions",
+            &chat("one two three four five", true),
+        )
+        .await;
     assert_eq!(response.status(), 200, "{}", s.context());
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     // When each event arrived (by the chunk that carried its `data: `).
@@ -387,20 +401,7 @@ async fn chat_stream_and_every_route_go_through_the_netlify_rewrite() {
     }
     let text = String::from_utf8(body).unwrap();
     let payloads = sse_data(&text);
-    assert_eq!(
-        payloads.last().map(String::as_str),
-        Some("[DONE]"),
-        "{text}"
-    );
-    let content: String = payloads[..payloads.len() - 1]
-        .iter()
-        .map(|p| {
-            serde_json::from_str::<Value>(p).unwrap()["choices"][0]["delta"]["content"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    let content = streamed_content(&payloads);
     assert_eq!(content, "Echo: one two three four five");
     assert!(payloads.len() >= 6, "{payloads:?}");
     let distinct_arrivals = arrivals
@@ -413,52 +414,22 @@ async fn chat_stream_and_every_route_go_through_the_netlify_rewrite() {
     );
 
     // The other routes, and a query string, through the same rule.
-    let health: Value = s
-        .http
-        .get(s.netlify.url("/api/gigachat-health?deep=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = s.get_json("/api/gigachat-health?deep=1").await;
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["platform"], "container", "{health}");
     assert_eq!(
         health["token"], "ok",
         "the query string reached the proxy: {health}"
     );
-    let models: Value = s
-        .http
-        .get(s.netlify.url("/api/gigachat-openai/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = s.get_json("/api/gigachat-openai/v1/models").await;
     assert_eq!(models["object"], "list", "{models}");
-    let budget: Value = s
-        .http
-        .get(s.netlify.url("/api/gigachat-budget"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let budget: Value = s.get_json("/api/gigachat-budget").await;
     assert_eq!(budget["enabled"], false, "{budget}");
-    let ui_chat = s
-        .http
-        .post(s.netlify.url("/api/gigachat-chat"))
-        .json(&serde_json::json!({
+    let ui_chat = s.post_json("/api/gigachat-chat", &serde_json::json!({
             "id": "netlify-chat",
             "trigger": "submit-message",
             "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "useChat via netlify"}]}],
-        }))
-        .send()
-        .await
-        .unwrap();
+        })).await;
     assert_eq!(ui_chat.status(), 200, "{}", s.context());
     assert_eq!(ui_chat.headers()["x-vercel-ai-ui-message-stream"], "v1");
     assert!(

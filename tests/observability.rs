@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::routes::{get_path, post_native_chat};
 use common::*;
 use futures_util::StreamExt;
 
@@ -24,15 +25,7 @@ fn request_lines(logs: &str) -> Vec<String> {
 async fn metrics_showing(s: &Setup, needles: &[&str]) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     let text = loop {
-        let text = s
-            .http
-            .get(s.proxy.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_path(s, "/metrics", None).await.text().await.unwrap();
         if needles.iter().all(|needle| text.contains(needle)) || Instant::now() > deadline {
             break text;
         }
@@ -47,21 +40,9 @@ async fn metrics_showing(s: &Setup, needles: &[&str]) -> String {
 #[tokio::test]
 async fn one_log_line_per_request_with_model_usage_and_a_hashed_identity() {
     let s = setup().await;
-    let stream = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("count my tokens please", true))
-        .send()
-        .await
-        .unwrap();
+    let stream = post_native_chat(&s, &chat("count my tokens please", true)).await;
     let _ = stream.text().await.unwrap();
-    let plain = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("and these too", false))
-        .send()
-        .await
-        .unwrap();
+    let plain = post_native_chat(&s, &chat("and these too", false)).await;
     let _ = plain.text().await.unwrap();
     assert!(
         s.proxy
@@ -225,13 +206,7 @@ async fn metrics_and_timing_headers_report_the_proxys_own_cost() {
     s.emulator
         .faults()
         .set_first_byte_delay(Duration::from_millis(300));
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("metrics", false))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat("metrics", false)).await;
     let timing = response.headers()["server-timing"]
         .to_str()
         .unwrap()
@@ -269,7 +244,7 @@ async fn metrics_and_timing_headers_report_the_proxys_own_cost() {
         "gigachat_proxy_upstream_duration_seconds_count{route=\"api\"} 1",
         "gigachat_proxy_tokens_output_total{route=\"api\"}",
     ];
-    let metrics = s.http.get(s.proxy.url("/metrics")).send().await.unwrap();
+    let metrics = get_path(&s, "/metrics", None).await;
     assert_eq!(metrics.status(), 200);
     assert!(
         metrics.headers()["content-type"]
@@ -284,13 +259,11 @@ async fn metrics_and_timing_headers_report_the_proxys_own_cost() {
 #[tokio::test]
 async fn a_client_that_leaves_mid_stream_cancels_the_upstream_request() {
     let s = setup_with(|c| c.chunk_delay = Duration::from_millis(200), &[]).await;
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("a long answer that the user will not wait for", true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(
+        &s,
+        &chat("a long answer that the user will not wait for", true),
+    )
+    .await;
     let mut body = response.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
@@ -310,15 +283,7 @@ async fn a_client_that_leaves_mid_stream_cancels_the_upstream_request() {
         "{}",
         s.proxy.logs()
     );
-    let metrics = s
-        .http
-        .get(s.proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_path(&s, "/metrics", None).await.text().await.unwrap();
     assert!(
         metrics.contains("gigachat_proxy_stream_disconnects_total{route=\"api\"} 1"),
         "{metrics}"

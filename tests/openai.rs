@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::routes::{
     assert_preflight_passes, chunks_of, post_json, settled_budget, stats_after_a_cancelled_stream,
-    uploads_seen,
+    upload_natively, uploads_seen,
 };
 use common::*;
 use gigachat_emulator::FunctionCallChunk;
@@ -296,13 +296,7 @@ async fn refusals_come_in_openai_shape_with_the_right_status() {
         "/api/gigachat-openai/chat/completions",
         "/api/gigachat-openai/v1/completions",
     ] {
-        let response = s
-            .http
-            .post(s.proxy.url(path))
-            .json(&user("hi"))
-            .send()
-            .await
-            .unwrap();
+        let response = post_json(&s, path, &user("hi"), None).await;
         let (status, body) = json_of(response).await;
         assert_eq!(status, 404, "{path}");
         let error = openai_error(&body);
@@ -471,34 +465,14 @@ fn file_part(file: Value) -> Value {
     json!({"type": "file", "file": file})
 }
 
-async fn upload_natively(s: &Setup, key: &str, content: &[u8]) -> String {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(content.to_vec())
-                .file_name("private.txt")
-                .mime_str("text/plain")
-                .unwrap(),
-        )
-        .text("purpose", "general");
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/files"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (status, file) = json_of(response).await;
-    assert_eq!(status, 200, "{file}");
-    file["id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn one_user_cannot_name_anothers_file_and_inline_files_are_their_own() {
     let keys = format!("{ALICE},{BOB}");
     let s = setup_with(|_| {}, &[("GIGACHAT_PROXY_API_KEYS", keys.as_str())]).await;
-    let alices = upload_natively(&s, ALICE, b"alice's private notes").await;
+    let alices = upload_natively(&s, ALICE, b"alice's private notes").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let naming = |file: Value| {
         json!({"model": "GigaChat", "messages": [{"role": "user", "content": [
             {"type": "text", "text": "What is in the file?"}, file_part(file),

@@ -143,6 +143,12 @@ fn prompt_of(case: &Value, key: &str) -> String {
     case[key].as_str().unwrap_or_default().to_owned()
 }
 
+/// Checks that `case[key]` is the emulator's echo of `case[prompt_key]`,
+/// the prompt the script sent.
+fn check_echo(c: &mut Checks, name: &str, case: &Value, key: &str, prompt_key: &str) {
+    c.eq(name, case, key, echo(&prompt_of(case, prompt_key)).into());
+}
+
 /// Embedding facts (support.mjs/support.py `vectorFacts`) of the texts
 /// ["first text", "second text", "first text"]: three unit vectors of the
 /// emulator's dimension, equal texts equal, different texts different.
@@ -376,12 +382,7 @@ async fn ai_sdk(variant: &'static str) {
 
     let name = "generate_text";
     let case = c.case(name);
-    c.eq(
-        name,
-        &case,
-        "text",
-        echo(&prompt_of(&case, "prompt")).into(),
-    );
+    check_echo(&mut c, name, &case, "text", "prompt");
     c.eq(name, &case, "finish_reason", "stop".into());
     c.eq(name, &case, "response_model", "GigaChat".into());
     check_ai_usage(&mut c, name, &case, "usage");
@@ -475,23 +476,13 @@ async fn the_ai_sdk_openai_provider_chat_and_responses_work_through_the_proxy() 
     for api in ["chat", "responses"] {
         let name = format!("{api}_generate_text");
         let case = c.case(&name);
-        c.eq(
-            &name,
-            &case,
-            "text",
-            echo(&prompt_of(&case, "prompt")).into(),
-        );
+        check_echo(&mut c, &name, &case, "text", "prompt");
         c.eq(&name, &case, "finish_reason", "stop".into());
         check_ai_usage(&mut c, &name, &case, "usage");
 
         let name = format!("{api}_stream_text");
         let case = c.case(&name);
-        c.eq(
-            &name,
-            &case,
-            "text",
-            echo(&prompt_of(&case, "prompt")).into(),
-        );
+        check_echo(&mut c, &name, &case, "text", "prompt");
         c.eq(&name, &case, "finish_reason", "stop".into());
         let parts = pointer(&case, "parts");
         c.check(&name, parts.as_u64().is_some_and(|n| n >= 2), || {
@@ -506,18 +497,8 @@ async fn the_ai_sdk_openai_provider_chat_and_responses_work_through_the_proxy() 
 
     let name = "responses_multi_turn";
     let case = c.case(name);
-    c.eq(
-        name,
-        &case,
-        "first_text",
-        echo(&prompt_of(&case, "first_prompt")).into(),
-    );
-    c.eq(
-        name,
-        &case,
-        "text",
-        echo(&prompt_of(&case, "prompt")).into(),
-    );
+    check_echo(&mut c, name, &case, "first_text", "first_prompt");
+    check_echo(&mut c, name, &case, "text", "prompt");
     // The default `store: true` sends an `item_reference`: a 400 that says
     // to set `store: false`, not a retry or an opaque failure.
     c.eq(name, &case, "default_store.ok", false.into());
@@ -539,19 +520,9 @@ async fn langchain_openai_works_through_the_proxy() {
 
     let name = "chat";
     let case = c.case(name);
-    c.eq(
-        name,
-        &case,
-        "content",
-        echo(&prompt_of(&case, "prompt")).into(),
-    );
+    check_echo(&mut c, name, &case, "content", "prompt");
     c.eq(name, &case, "finish_reason", "stop".into());
-    c.eq(
-        name,
-        &case,
-        "stream_content",
-        echo(&prompt_of(&case, "stream_prompt")).into(),
-    );
+    check_echo(&mut c, name, &case, "stream_content", "stream_prompt");
     c.positive(name, &case, "usage.input_tokens");
     c.positive(name, &case, "usage.output_tokens");
 

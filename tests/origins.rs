@@ -154,11 +154,7 @@ async fn path_parameters_never_reach_gigachat() {
         "/api/gigachat-api/models/;/x",
         "/api/gigachat-api/models;jsessionid=1",
     ] {
-        let (status, raw) = raw_request(
-            &s.proxy.addr(),
-            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        let (status, raw) = raw_get(&s.proxy.addr(), path).await;
         assert_eq!(status, 400, "{path}\n{raw}");
         assert_eq!(json_body(&raw)["code"], "invalid_path", "{path}");
     }
@@ -168,10 +164,6 @@ async fn path_parameters_never_reach_gigachat() {
         s.emulator.recorded_requests()
     );
     // A `;` in the query string is not the path's business.
-    let (status, raw) = raw_request(
-        &s.proxy.addr(),
-        "GET /api/gigachat-api/models?a=1;b=2 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let (status, raw) = raw_get(&s.proxy.addr(), "/api/gigachat-api/models?a=1;b=2").await;
     assert_eq!(status, 200, "{raw}");
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::routes::{get_path, post_files_form, post_json, upload_natively};
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -50,28 +51,6 @@ async fn call(
     )
 }
 
-async fn upload(s: &Setup, key: &str, content: &[u8]) -> Value {
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(content.to_vec())
-                .file_name("private.txt")
-                .mime_str("text/plain")
-                .unwrap(),
-        )
-        .text("purpose", "general");
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/files"))
-        .bearer_auth(key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 async fn listed_ids(s: &Setup, key: &str) -> Vec<String> {
     let (status, list) = call(s, key, Method::GET, "files", None).await;
     assert_eq!(status, 200, "{list}");
@@ -94,15 +73,12 @@ fn image_id(content: &str) -> &str {
 }
 
 async fn download(s: &Setup, key: &str, id: &str) -> reqwest::Response {
-    s.http
-        .get(
-            s.proxy
-                .url(&format!("/api/gigachat-api/files/{id}/content")),
-        )
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
+    get_path(
+        s,
+        &format!("/api/gigachat-api/files/{id}/content"),
+        Some(key),
+    )
+    .await
 }
 
 /// GigaChat's own id behind a sealed one, which no client is shown: what
@@ -122,6 +98,53 @@ async fn raw_id(s: &Setup, owner: &str, path: &str) -> String {
     sent.rsplit(['/', '=']).next().unwrap().to_owned()
 }
 
+/// Asserts that `key` gets the 404 of an object that does not exist
+/// (`object_not_found`) for every `(method, path, body)` in `uses`, all of
+/// which name the object `named`.
+async fn assert_every_use_not_found<const N: usize>(
+    s: &Setup,
+    key: &str,
+    named: &str,
+    uses: [(Method, String, Option<Value>); N],
+) {
+    for (method, path, body) in uses {
+        let (status, error) = call(s, key, method, &path, body).await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (404, Some("object_not_found")),
+            "{named}: {error}"
+        );
+    }
+}
+
+/// Asserts that `key`'s call answers 200 and names `thread` as its
+/// `thread_id`: the owner carrying on with a thread of their own.
+async fn assert_thread_answer(
+    s: &Setup,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    thread: &str,
+) {
+    let (status, answer) = call(s, key, method, path, body).await;
+    assert_eq!(
+        (status, answer["thread_id"].as_str()),
+        (200, Some(thread)),
+        "{answer}"
+    );
+}
+
+/// [`raw_id`] behind the sealed id `sealed`, which must not show it.
+async fn hidden_raw_id(s: &Setup, owner: &str, sealed: &str, path: &str) -> String {
+    let raw = raw_id(s, owner, path).await;
+    assert!(
+        !sealed.contains(&raw),
+        "the sealed id {sealed} shows GigaChat's {raw}"
+    );
+    raw
+}
+
 /// A refusal without its request id, which differs per request.
 fn shape(mut error: Value) -> Value {
     error.as_object_mut().unwrap().remove("request_id");
@@ -138,29 +161,21 @@ fn attach(id: &str) -> Value {
 #[tokio::test]
 async fn files_are_their_owners_alone() {
     let s = two_users().await;
-    let file = upload(&s, ALICE, b"alice's private document").await;
+    let file = upload_natively(&s, ALICE, b"alice's private document").await;
     let id = file["id"].as_str().unwrap().to_owned();
-    let raw = raw_id(&s, ALICE, &format!("files/{id}")).await;
-    assert!(
-        !id.contains(&raw),
-        "the sealed id {id} shows GigaChat's {raw}"
-    );
+    let raw = hidden_raw_id(&s, ALICE, &id, &format!("files/{id}")).await;
     let raw = raw.as_str();
 
     // The owner reads, lists, downloads and attaches it.
     let (status, info) = call(&s, ALICE, Method::GET, &format!("files/{id}"), None).await;
     assert_eq!((status, info["id"].as_str()), (200, Some(id.as_str())));
     assert_eq!(listed_ids(&s, ALICE).await, vec![id.clone()]);
-    let content = s
-        .http
-        .get(
-            s.proxy
-                .url(&format!("/api/gigachat-api/files/{id}/content")),
-        )
-        .bearer_auth(ALICE)
-        .send()
-        .await
-        .unwrap();
+    let content = get_path(
+        &s,
+        &format!("/api/gigachat-api/files/{id}/content"),
+        Some(ALICE),
+    )
+    .await;
     assert_eq!(content.status(), 200);
     assert_eq!(
         content.bytes().await.unwrap().as_ref(),
@@ -216,7 +231,7 @@ async fn files_are_their_owners_alone() {
     let (status, _) = call(&s, ALICE, Method::GET, &format!("files/{raw}"), None).await;
     assert_eq!(status, 404);
     // Bob's own upload is his, and not in Alice's list.
-    let bobs = upload(&s, BOB, b"bob's").await;
+    let bobs = upload_natively(&s, BOB, b"bob's").await;
     assert_eq!(
         listed_ids(&s, BOB).await,
         vec![bobs["id"].as_str().unwrap().to_owned()]
@@ -270,13 +285,9 @@ async fn generated_images_belong_to_who_asked_for_them() {
 #[tokio::test]
 async fn a_shared_sealed_id_gives_another_user_nothing() {
     let s = two_users().await;
-    let file = upload(&s, ALICE, b"alice's private document").await;
+    let file = upload_natively(&s, ALICE, b"alice's private document").await;
     let id = file["id"].as_str().unwrap().to_owned();
-    let raw = raw_id(&s, ALICE, &format!("files/{id}")).await;
-    assert!(
-        !id.contains(&raw),
-        "the sealed id {id} shows GigaChat's {raw}"
-    );
+    hidden_raw_id(&s, ALICE, &id, &format!("files/{id}")).await;
     // Bob tries the whole id and every piece of it as GigaChat's id.
     let pieces = std::iter::once(id.as_str()).chain(id.split('~'));
     for piece in pieces.filter(|piece| !piece.is_empty()) {
@@ -312,7 +323,7 @@ async fn a_shared_sealed_id_gives_another_user_nothing() {
 #[tokio::test]
 async fn unattributable_calls_are_the_operators() {
     let s = two_users().await;
-    let file = upload(&s, ALICE, b"alice's").await;
+    let file = upload_natively(&s, ALICE, b"alice's").await;
     for (method, path) in [
         (Method::GET, "balance"),
         (Method::POST, "threads/anything"),
@@ -352,16 +363,7 @@ async fn an_open_local_proxy_hands_out_gigachats_ids_unchanged() {
             reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a.txt"),
         )
         .text("purpose", "general");
-    let file: Value = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let file: Value = post_files_form(&s, form, None).await.json().await.unwrap();
     assert!(!file["id"].as_str().unwrap().contains('~'), "{file}");
     let (status, _) = call(&s, "ignored-in-open-mode-000", Method::GET, "balance", None).await;
     assert_eq!(status, 200);
@@ -617,7 +619,7 @@ async fn listed_batches(s: &Setup, key: &str) -> Vec<Value> {
 #[tokio::test]
 async fn batches_and_their_results_are_their_owners_alone() {
     let s = two_users().await;
-    let file = upload(&s, ALICE, b"alice's report").await;
+    let file = upload_natively(&s, ALICE, b"alice's report").await;
     let file = file["id"].as_str().unwrap().to_owned();
     let (status, created) = post_batch(
         &s,
@@ -630,8 +632,7 @@ async fn batches_and_their_results_are_their_owners_alone() {
     assert_eq!(created["status"], "created");
     assert_eq!(created["request_counts"]["total"], 2);
     let id = created["id"].as_str().unwrap().to_owned();
-    let raw = raw_id(&s, ALICE, &format!("batches?batch_id={id}")).await;
-    assert!(!id.contains(&raw), "{id} shows {raw}");
+    let raw = hidden_raw_id(&s, ALICE, &id, &format!("batches?batch_id={id}")).await;
     let raw = raw.as_str();
 
     // The owner asks for it by its id, lists it, and downloads its results;
@@ -754,7 +755,7 @@ async fn listed_assistants(s: &Setup, key: &str, query: &str) -> (u16, Value) {
 #[tokio::test]
 async fn assistants_are_their_owners_alone() {
     let s = two_users().await;
-    let file = upload(&s, ALICE, b"alice's handbook").await;
+    let file = upload_natively(&s, ALICE, b"alice's handbook").await;
     let file = file["id"].as_str().unwrap().to_owned();
     let (status, created) = call(
         &s,
@@ -766,8 +767,7 @@ async fn assistants_are_their_owners_alone() {
     .await;
     assert_eq!(status, 200, "{created}");
     let id = created["assistant_id"].as_str().unwrap().to_owned();
-    let raw = raw_id(&s, ALICE, &format!("assistants?assistant_id={id}")).await;
-    assert!(!id.contains(&raw), "{id} shows {raw}");
+    let raw = hidden_raw_id(&s, ALICE, &id, &format!("assistants?assistant_id={id}")).await;
     let raw = raw.as_str();
 
     // The owner lists it, reads it by id, uses it in a chat.
@@ -799,69 +799,49 @@ async fn assistants_are_their_owners_alone() {
     let (status, theirs) = listed_assistants(&s, BOB, "").await;
     assert_eq!((status, &theirs["data"]), (200, &json!([])));
     for named in [id.as_str(), raw] {
-        let refusals = [
-            listed_assistants(&s, BOB, &format!("?assistant_id={named}")).await,
-            call(
-                &s,
-                BOB,
+        let uses = [
+            (
+                Method::GET,
+                format!("assistants?assistant_id={named}"),
+                None,
+            ),
+            (
                 Method::POST,
-                "v2/chat/completions",
+                "v2/chat/completions".to_owned(),
                 Some(with_assistant(named)),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "v2/chat/completions",
+                "v2/chat/completions".to_owned(),
                 Some(
                     json!({"model": "GigaChat", "storage": {"assistant_id": named},
                     "messages": [{"role": "user", "content": [{"text": "x"}]}]}),
                 ),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "assistants/modify",
+                "assistants/modify".to_owned(),
                 Some(json!({"assistant_id": named, "name": "mine now"})),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "assistants/files/delete",
+                "assistants/files/delete".to_owned(),
                 Some(json!({"assistant_id": named, "file_id": file})),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "assistants/delete",
+                "assistants/delete".to_owned(),
                 Some(json!({"assistant_id": named})),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "threads/messages/run",
+                "threads/messages/run".to_owned(),
                 Some(
                     json!({"assistant_id": named, "messages": [{"role": "user", "content": "x"}]}),
                 ),
-            )
-            .await,
+            ),
         ];
-        for (status, error) in refusals {
-            assert_eq!(
-                (status, error["code"].as_str()),
-                (404, Some("object_not_found")),
-                "{named}: {error}"
-            );
-        }
+        assert_every_use_not_found(&s, BOB, named, uses).await;
     }
     // The raw id is no key for its owner either.
     let (status, _) = listed_assistants(&s, ALICE, &format!("?assistant_id={raw}")).await;
@@ -912,25 +892,26 @@ async fn legacy_threads_are_their_owners_alone() {
     let (status, created) = call(&s, ALICE, Method::POST, "v1/threads", Some(json!({}))).await;
     assert_eq!(status, 200, "{created}");
     let thread = created["id"].as_str().unwrap().to_owned();
-    let raw = raw_id(&s, ALICE, &format!("threads/messages?thread_id={thread}")).await;
-    assert!(!thread.contains(&raw), "{thread} shows {raw}");
+    let raw = hidden_raw_id(
+        &s,
+        ALICE,
+        &thread,
+        &format!("threads/messages?thread_id={thread}"),
+    )
+    .await;
     let raw = raw.as_str();
     let ask = |thread: &str, text: &str| json!({"thread_id": thread, "messages": [{"role": "user", "content": text}]});
 
     // The owner adds to it, runs it, reads it back and finds it listed.
-    let (status, added) = call(
+    assert_thread_answer(
         &s,
         ALICE,
         Method::POST,
         "threads/messages",
         Some(ask(&thread, "remember 42")),
+        &thread,
     )
     .await;
-    assert_eq!(
-        (status, added["thread_id"].as_str()),
-        (200, Some(thread.as_str())),
-        "{added}"
-    );
     let (status, ran) = call(
         &s,
         ALICE,
@@ -957,45 +938,22 @@ async fn legacy_threads_are_their_owners_alone() {
         "{history}"
     );
     assert_eq!(history["messages"][0]["content"], "remember 42");
-    let (status, rerun) = call(
-        &s,
-        ALICE,
-        Method::POST,
-        "threads/messages/rerun",
-        Some(json!({"thread_id": thread})),
-    )
-    .await;
-    assert_eq!(
-        (status, rerun["thread_id"].as_str()),
-        (200, Some(thread.as_str())),
-        "{rerun}"
-    );
-    let (status, started) = call(
-        &s,
-        ALICE,
-        Method::POST,
-        "threads/run",
-        Some(json!({"thread_id": thread})),
-    )
-    .await;
-    assert_eq!(
-        (status, started["thread_id"].as_str()),
-        (200, Some(thread.as_str())),
-        "{started}"
-    );
-    let (status, run) = call(
-        &s,
-        ALICE,
-        Method::GET,
-        &format!("threads/run?thread_id={thread}"),
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status, run["thread_id"].as_str()),
-        (200, Some(thread.as_str())),
-        "{run}"
-    );
+    // It reruns, starts a run and reads the run back, in that order.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "threads/messages/rerun".to_owned(),
+            Some(json!({"thread_id": thread})),
+        ),
+        (
+            Method::POST,
+            "threads/run".to_owned(),
+            Some(json!({"thread_id": thread})),
+        ),
+        (Method::GET, format!("threads/run?thread_id={thread}"), None),
+    ] {
+        assert_thread_answer(&s, ALICE, method, &path, body, &thread).await;
+    }
     let (status, mine) = call(&s, ALICE, Method::GET, "threads", None).await;
     assert_eq!(status, 200, "{mine}");
     let listed: Vec<&str> = mine["threads"]
@@ -1020,14 +978,7 @@ async fn legacy_threads_are_their_owners_alone() {
     );
 
     // A streamed run hands out the same sealed id in every chunk.
-    let body = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/threads/messages/run"))
-        .bearer_auth(ALICE)
-        .json(&json!({"thread_id": thread, "stream": true, "messages": [{"role": "user", "content": "again"}]}))
-        .send()
-        .await
-        .unwrap()
+    let body = post_json(&s, "/api/gigachat-api/threads/messages/run", &json!({"thread_id": thread, "stream": true, "messages": [{"role": "user", "content": "again"}]}), Some(ALICE)).await
         .text()
         .await
         .unwrap();
@@ -1045,88 +996,51 @@ async fn legacy_threads_are_their_owners_alone() {
     let (status, theirs) = call(&s, BOB, Method::GET, "threads", None).await;
     assert_eq!((status, &theirs["threads"]), (200, &json!([])));
     for named in [thread.as_str(), raw] {
-        let refusals = [
-            call(
-                &s,
-                BOB,
+        let uses = [
+            (
                 Method::POST,
-                "threads/retrieve",
+                "threads/retrieve".to_owned(),
                 Some(json!({"threads_ids": [named]})),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::GET,
-                &format!("threads/messages?thread_id={named}"),
+                format!("threads/messages?thread_id={named}"),
                 None,
-            )
-            .await,
-            call(
-                &s,
-                BOB,
-                Method::GET,
-                &format!("threads/run?thread_id={named}"),
-                None,
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (Method::GET, format!("threads/run?thread_id={named}"), None),
+            (
                 Method::POST,
-                "threads/messages",
+                "threads/messages".to_owned(),
                 Some(ask(named, "hijack")),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "threads/messages/run",
+                "threads/messages/run".to_owned(),
                 Some(ask(named, "read it to me")),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "threads/messages/rerun",
+                "threads/messages/rerun".to_owned(),
                 Some(json!({"thread_id": named})),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "threads/run",
+                "threads/run".to_owned(),
                 Some(json!({"thread_id": named})),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "threads/delete",
+                "threads/delete".to_owned(),
                 Some(json!({"thread_id": named})),
-            )
-            .await,
-            call(
-                &s,
-                BOB,
+            ),
+            (
                 Method::POST,
-                "v2/chat/completions",
+                "v2/chat/completions".to_owned(),
                 Some(json!({"model": "GigaChat", "storage": {"thread_id": named},
                     "messages": [{"role": "user", "content": [{"text": "x"}]}]})),
-            )
-            .await,
+            ),
         ];
-        for (status, error) in refusals {
-            assert_eq!(
-                (status, error["code"].as_str()),
-                (404, Some("object_not_found")),
-                "{named}: {error}"
-            );
-        }
+        assert_every_use_not_found(&s, BOB, named, uses).await;
     }
 
     // A thread started with an assistant is listed under it; deleting the

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::routes::get_path;
 use common::*;
 use serde_json::{Value, json};
 
@@ -104,13 +105,7 @@ async fn calls_outside_the_endpoint_list_are_refused_except_for_operators() {
     assert_eq!(api_calls(&s), 0, "a refused call never reaches GigaChat");
 
     // What the list names passes, and the operator passes everything.
-    let models = s
-        .http
-        .get(s.proxy.url("/api/gigachat-api/models"))
-        .bearer_auth(USER)
-        .send()
-        .await
-        .unwrap();
+    let models = get_path(&s, "/api/gigachat-api/models", Some(USER)).await;
     assert_eq!(models.status(), 200);
     assert_eq!(balance(OPERATOR).await.unwrap().status(), 200);
     assert_eq!(api_calls(&s), 2);
@@ -298,12 +293,7 @@ async fn max_tokens_is_clamped_as_gigachat_receives_it_and_the_answer_says_so() 
 #[tokio::test]
 async fn without_policy_variables_the_local_server_forwards_as_before() {
     let s = setup().await;
-    let balance = s
-        .http
-        .get(s.proxy.url("/api/gigachat-api/balance"))
-        .send()
-        .await
-        .unwrap();
+    let balance = get_path(&s, "/api/gigachat-api/balance", None).await;
     let status = balance.status();
     assert_eq!(status, 200, "{}", balance.text().await.unwrap());
     let messages: Vec<Value> = (0..151)

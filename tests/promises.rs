@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::routes::post_native_chat;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -490,19 +491,7 @@ async fn the_local_server_speaks_h2c() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let text = response.text().await.unwrap();
     let payloads = sse_data(&text);
-    assert_eq!(
-        payloads.last().map(String::as_str),
-        Some("[DONE]"),
-        "{text}"
-    );
-    let content: String = payloads[..payloads.len() - 1]
-        .iter()
-        .filter_map(|p| {
-            serde_json::from_str::<Value>(p).unwrap()["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let content = streamed_content(&payloads);
     assert_eq!(content, "Echo: a stream over h2c");
 }
 
@@ -512,13 +501,7 @@ async fn the_local_server_speaks_h2c() {
 #[tokio::test]
 async fn sigterm_lets_open_streams_finish_then_exits() {
     let mut s = setup_with(|c| c.chunk_delay = Duration::from_millis(250), &[]).await;
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("one two three four five six seven", true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat("one two three four five six seven", true)).await;
     assert_eq!(response.status(), 200);
     let mut body = response.bytes_stream();
     let mut text = String::new();

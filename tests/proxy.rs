@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::routes::{get_path, post_files_form, post_json, post_native_chat};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -14,13 +15,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn chat_round_trip() {
     let s = setup().await;
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("hello proxy", false))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat("hello proxy", false)).await;
     assert_eq!(response.status(), 200);
     let request_id = response.headers()["x-request-id"]
         .to_str()
@@ -82,13 +77,7 @@ async fn client_request_id_is_kept() {
 async fn stream_events_arrive_as_they_are_sent() {
     let s = setup_with(|c| c.chunk_delay = Duration::from_millis(200), &[]).await;
     let started = Instant::now();
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("one two three four", true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat("one two three four", true)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["cache-control"], "no-cache");
@@ -102,16 +91,7 @@ async fn stream_events_arrive_as_they_are_sent() {
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     let payloads = sse_data(&text);
-    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
-    let content: String = payloads[..payloads.len() - 1]
-        .iter()
-        .map(|p| {
-            serde_json::from_str::<Value>(p).unwrap()["choices"][0]["delta"]["content"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    let content = streamed_content(&payloads);
     assert_eq!(content, "Echo: one two three four");
     // With 200 ms between upstream events, a buffering proxy would deliver
     // everything at the end; here the first event is far ahead of the last.
@@ -127,12 +107,8 @@ async fn stream_events_arrive_as_they_are_sent() {
 async fn fifty_requests_share_one_oauth_call() {
     let s = setup().await;
     for _ in 0..50 {
-        let status = s
-            .http
-            .get(s.proxy.url("/api/gigachat-api/models"))
-            .send()
+        let status = get_path(&s, "/api/gigachat-api/models", None)
             .await
-            .unwrap()
             .status();
         assert_eq!(status, 200);
     }
@@ -218,13 +194,11 @@ async fn an_upstream_401_refreshes_the_token_and_retries_once() {
 #[tokio::test]
 async fn upstream_errors_pass_through_unchanged() {
     let s = setup().await;
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&json!({"model": "NoSuchModel", "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(
+        &s,
+        &json!({"model": "NoSuchModel", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(response.status(), 404);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
@@ -254,13 +228,7 @@ async fn upstream_errors_pass_through_unchanged() {
         "file",
         reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a.txt"),
     );
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = post_files_form(&s, form, None).await;
     assert_eq!(response.status(), 503);
     assert_eq!(response.json::<Value>().await.unwrap()["status"], 503);
 }
@@ -340,11 +308,7 @@ async fn dangerous_paths_never_reach_gigachat() {
         .map(|path| (*path, 400, "invalid_path"))
         .chain(unknown.iter().map(|path| (*path, 404, "not_found")));
     for (path, status, code) in expected {
-        let (got, response) = raw_request(
-            &s.proxy.addr(),
-            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        let (got, response) = raw_get(&s.proxy.addr(), path).await;
         let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
         let error: Value = serde_json::from_str(body)
             .unwrap_or_else(|_| panic!("{path}: a JSON error explains it\n{response}"));
@@ -380,13 +344,7 @@ async fn bodies_over_the_limit_get_413() {
     let s = setup_with(|_| {}, &[("GIGACHAT_PROXY_MAX_BODY_BYTES", "1000")]).await;
     let big =
         json!({"model": "GigaChat", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &big).await;
     assert_eq!(response.status(), 413);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "body_too_large");
@@ -406,13 +364,7 @@ async fn bodies_over_the_limit_get_413() {
     assert_eq!(response.status(), 413);
     assert_eq!(s.emulator.stats().api_calls, 0);
 
-    let small = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("fits", false))
-        .send()
-        .await
-        .unwrap();
+    let small = post_native_chat(&s, &chat("fits", false)).await;
     assert_eq!(small.status(), 200);
 }
 
@@ -429,25 +381,15 @@ async fn file_upload_and_download_round_trip() {
                 .unwrap(),
         )
         .text("purpose", "general");
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let response = post_files_form(&s, form, None).await;
     assert_eq!(response.status(), 200);
     let file: Value = response.json().await.unwrap();
     assert_eq!(file["bytes"], 70_000);
     assert_eq!(file["filename"], "picture.png");
     let id = file["id"].as_str().unwrap();
 
-    let listed: Value = s
-        .http
-        .get(s.proxy.url("/api/gigachat-api/files"))
-        .send()
+    let listed: Value = get_path(&s, "/api/gigachat-api/files", None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -459,15 +401,7 @@ async fn file_upload_and_download_round_trip() {
             .any(|f| f["id"] == id)
     );
 
-    let download = s
-        .http
-        .get(
-            s.proxy
-                .url(&format!("/api/gigachat-api/files/{id}/content")),
-        )
-        .send()
-        .await
-        .unwrap();
+    let download = get_path(&s, &format!("/api/gigachat-api/files/{id}/content"), None).await;
     assert_eq!(download.status(), 200);
     assert_eq!(
         download.headers()["content-type"],
@@ -485,24 +419,15 @@ async fn file_upload_and_download_round_trip() {
         .await
         .unwrap();
     assert_eq!(deleted["deleted"], true);
-    let gone = s
-        .http
-        .get(s.proxy.url(&format!("/api/gigachat-api/files/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let gone = get_path(&s, &format!("/api/gigachat-api/files/{id}"), None).await;
     assert_eq!(gone.status(), 404);
 }
 
 #[tokio::test]
 async fn versioned_paths_reach_v1_and_v2() {
     let s = setup().await;
-    let models: Value = s
-        .http
-        .get(s.proxy.url("/api/gigachat-api/v1/models"))
-        .send()
+    let models: Value = get_path(&s, "/api/gigachat-api/v1/models", None)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -514,13 +439,7 @@ async fn versioned_paths_reach_v1_and_v2() {
             .any(|m| m["id"] == "GigaChat")
     );
 
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/v2/chat/completions"))
-        .json(&json!({"model": "GigaChat", "messages": [{"role": "user", "content": [{"text": "hi v2"}]}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(&s, "/api/gigachat-api/v2/chat/completions", &json!({"model": "GigaChat", "messages": [{"role": "user", "content": [{"text": "hi v2"}]}]}), None).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["messages"][0]["content"][0]["text"], "Echo: hi v2");
@@ -594,12 +513,7 @@ async fn oauth_route_mints_proxy_sessions_that_the_api_accepts() {
         "session_expired"
     );
 
-    let get = s
-        .http
-        .get(s.proxy.url("/api/gigachat-oauth"))
-        .send()
-        .await
-        .unwrap();
+    let get = get_path(&s, "/api/gigachat-oauth", None).await;
     assert_eq!(get.status(), 405);
     assert_eq!(get.headers()["allow"], "POST");
 }
@@ -607,12 +521,7 @@ async fn oauth_route_mints_proxy_sessions_that_the_api_accepts() {
 #[tokio::test]
 async fn health_reports_config_and_upstream_without_secrets() {
     let s = setup().await;
-    let response = s
-        .http
-        .get(s.proxy.url("/api/gigachat-health"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_path(&s, "/api/gigachat-health", None).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     let body: Value = serde_json::from_str(&text).unwrap();
@@ -641,14 +550,7 @@ async fn without_credentials_the_local_server_uses_the_built_in_emulator() {
         proxy.logs()
     );
     let http = reqwest::Client::new();
-    let health: Value = http
-        .get(proxy.url("/api/gigachat-health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&http, proxy.url("/api/gigachat-health")).await;
     assert_eq!(health["upstream"], "emulator");
     let response = http
         .post(proxy.url("/api/gigachat-api/chat/completions"))
@@ -725,13 +627,7 @@ async fn rejected_credentials_give_a_clear_502() {
 async fn a_stream_broken_upstream_ends_with_an_error_event() {
     let s = setup_with(|c| c.chunk_delay = Duration::from_millis(100), &[]).await;
     s.emulator.faults().reset_stream_after_chunks(Some(2));
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("this stream will break", true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat("this stream will break", true)).await;
     assert_eq!(response.status(), 200);
     let text = tokio::time::timeout(Duration::from_secs(10), response.text())
         .await
@@ -836,13 +732,7 @@ async fn transient_failures_are_retried_with_backoff_within_the_budget() {
 
     // A chat answered 200 with an error object inside is an error, retried.
     s.emulator.faults().error_in_200_next(1);
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("quirk", false))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat("quirk", false)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
@@ -860,13 +750,7 @@ async fn an_error_object_inside_a_200_gets_its_own_status() {
     let s = setup_with(|_| {}, &[("GIGACHAT_MAX_RETRIES", "0")]).await;
     for stream in [false, true] {
         s.emulator.faults().error_in_200_next(1);
-        let response = s
-            .http
-            .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-            .json(&chat("quirk", stream))
-            .send()
-            .await
-            .unwrap();
+        let response = post_native_chat(&s, &chat("quirk", stream)).await;
         assert_eq!(response.status(), 429, "stream: {stream}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body, json!({"status": 429, "message": "Too many requests"}));
@@ -901,10 +785,6 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     );
 
     // A client that sends its head in time is served as usual.
-    let (status, body) = raw_request(
-        &s.proxy.addr(),
-        "GET /api/gigachat-health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let (status, body) = raw_get(&s.proxy.addr(), "/api/gigachat-health").await;
     assert_eq!(status, 200, "{body}");
 }

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::routes::get_path;
 use common::*;
 
 /// One non-streaming chat call (never cached: chat caching is off by
@@ -143,12 +144,7 @@ async fn deep_health_proves_a_token_can_be_had() {
     // The second deep check used the cached token.
     assert_eq!(s.emulator.stats().oauth_calls, 1);
     // One API call shows the emulator that token, for the leak check.
-    let models = s
-        .http
-        .get(s.proxy.url("/api/gigachat-api/models"))
-        .send()
-        .await
-        .unwrap();
+    let models = get_path(&s, "/api/gigachat-api/models", None).await;
     assert_eq!(models.status(), 200);
     assert_eq!(s.emulator.stats().oauth_calls, 1);
     let tokens = upstream_tokens(&s.emulator);
@@ -159,12 +155,7 @@ async fn deep_health_proves_a_token_can_be_had() {
     // OAuth refuses the key: 503 naming the error, never a token.
     let refused = setup().await;
     refused.emulator.faults().fail_next_oauth(401, 1);
-    let response = refused
-        .http
-        .get(refused.proxy.url("/api/gigachat-health?deep=1"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_path(&refused, "/api/gigachat-health?deep=1", None).await;
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["token"], "error");

@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::routes::{get_path, post_native_chat};
 use common::*;
 use serde_json::Value;
 
@@ -21,11 +22,8 @@ async fn no_headers_within_the_timeout_is_a_504() {
     .await;
     // Warm the token first so only the API call is slow.
     assert_eq!(
-        s.http
-            .get(s.proxy.url("/api/gigachat-api/models"))
-            .send()
+        get_path(&s, "/api/gigachat-api/models", None)
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -33,12 +31,7 @@ async fn no_headers_within_the_timeout_is_a_504() {
         .faults()
         .set_first_byte_delay(Duration::from_secs(3));
     let started = Instant::now();
-    let response = s
-        .http
-        .get(s.proxy.url("/api/gigachat-api/models"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_path(&s, "/api/gigachat-api/models", None).await;
     assert_eq!(response.status(), 504);
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -55,12 +48,7 @@ async fn a_slow_oauth_answer_is_a_504_too() {
     let s = setup_with(|_| {}, &[("GIGACHAT_TIMEOUT", "0.5")]).await;
     s.emulator.faults().set_oauth_delay(Duration::from_secs(3));
     let started = Instant::now();
-    let response = s
-        .http
-        .get(s.proxy.url("/api/gigachat-api/models"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_path(&s, "/api/gigachat-api/models", None).await;
     assert_eq!(response.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(
@@ -77,13 +65,7 @@ async fn a_stream_that_stalls_ends_with_an_error_event() {
     )
     .await;
     let started = Instant::now();
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("slow slow slow", true))
-        .send()
-        .await
-        .unwrap();
+    let response = post_native_chat(&s, &chat("slow slow slow", true)).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     assert!(
@@ -113,13 +95,8 @@ async fn a_stream_longer_than_the_total_timeout_is_cut_with_an_error_event() {
         &[("GIGACHAT_PROXY_TOTAL_TIMEOUT", "0.7")],
     )
     .await;
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-api/chat/completions"))
-        .json(&chat("one two three four five six seven eight", true))
-        .send()
-        .await
-        .unwrap();
+    let response =
+        post_native_chat(&s, &chat("one two three four five six seven eight", true)).await;
     let text = response.text().await.unwrap();
     let payloads = sse_data(&text);
     let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();

@@ -114,20 +114,7 @@ fn assert_chat_ok(status: u16, body: &str, content: &str) {
 fn assert_stream_ok(status: u16, body: &str, content: &str) {
     assert_eq!(status, 200, "{body}");
     let payloads = sse_data(body);
-    assert_eq!(
-        payloads.last().map(String::as_str),
-        Some("[DONE]"),
-        "{body}"
-    );
-    let text: String = payloads[..payloads.len() - 1]
-        .iter()
-        .map(|p| {
-            serde_json::from_str::<Value>(p).unwrap()["choices"][0]["delta"]["content"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        })
-        .collect();
+    let text = streamed_content(&payloads);
     assert_eq!(text, format!("Echo: {content}"));
 }
 

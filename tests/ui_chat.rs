@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::routes::{
-    assert_preflight_passes, chunks_of, post_json, settled_budget, stats_after_a_cancelled_stream,
-    uploads_seen,
+    assert_preflight_passes, chunks_of, get_path, post_json, settled_budget,
+    stats_after_a_cancelled_stream, uploads_seen,
 };
 use common::*;
 use gigachat_emulator::FunctionCallChunk;
@@ -153,15 +153,7 @@ async fn text_streams_as_ui_chunks_in_the_order_use_chat_needs() {
         "{}",
         s.proxy.logs()
     );
-    let metrics = s
-        .http
-        .get(s.proxy.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_path(&s, "/metrics", None).await.text().await.unwrap();
     assert!(
         metrics.lines().any(|l| l.contains("route=\"chat\"")
             && l.contains("status=\"2xx\"")
@@ -367,17 +359,11 @@ async fn refusals_before_the_stream_read_well_with_their_status() {
         "{body}"
     );
 
-    let response = s.http.get(s.proxy.url(CHAT)).send().await.unwrap();
+    let response = get_path(&s, CHAT, None).await;
     assert_eq!(response.headers()["allow"], "POST, OPTIONS");
     let (status, body) = refusal(response).await;
     assert_eq!((status, &body["code"]), (405, &json!("method_not_allowed")));
-    let response = s
-        .http
-        .post(s.proxy.url("/api/gigachat-chat/chat_1/messages"))
-        .json(&ask("hi"))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(&s, "/api/gigachat-chat/chat_1/messages", &ask("hi"), None).await;
     let (status, body) = refusal(response).await;
     assert_eq!(status, 404);
     assert!(

@@ -13,8 +13,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Context switches so far of each worker thread (`proxy-worker-N`), by
 /// thread id: a worker's count moves only when it has work.
@@ -62,32 +60,6 @@ fn woken_since(pid: u32, before: &BTreeMap<u32, u64>) -> usize {
         .count()
 }
 
-/// A request whose body never comes: the connection stays busy while the
-/// client holds it (`Expect: 100-continue` tells when the proxy read it).
-async fn busy_connection(addr: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            b"POST /api/gigachat-api/chat/completions HTTP/1.1\r\nHost: localhost\r\n\
-              Content-Type: application/json\r\nContent-Length: 1000\r\n\
-              Expect: 100-continue\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 256];
-        while !String::from_utf8_lossy(&seen).contains("100 Continue\r\n\r\n") {
-            let read = stream.read(&mut buf).await.unwrap();
-            assert!(read > 0, "closed: {}", String::from_utf8_lossy(&seen));
-            seen.extend(&buf[..read]);
-        }
-    })
-    .await
-    .expect("no 100 Continue");
-    stream
-}
-
 #[tokio::test]
 async fn connections_are_spread_over_the_workers_and_the_cap_holds_for_all_of_them() {
     let s = setup_with(
@@ -120,20 +92,14 @@ async fn connections_are_spread_over_the_workers_and_the_cap_holds_for_all_of_th
 
     // Two busy connections land on two different workers.
     let before = worker_switches(pid);
-    let _first = busy_connection(&addr).await;
-    let _second = busy_connection(&addr).await;
+    let _first = busy_connection_awaiting_its_body(&addr).await;
+    let _second = busy_connection_awaiting_its_body(&addr).await;
     let woken = woken_since(pid, &before);
     assert_eq!(woken, 2, "two connections were served by {woken} workers");
 
     // The third worker is idle, but the server is full: the cap counts
     // every worker's connections.
-    let mut refused = TcpStream::connect(&addr).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer))
-        .await
-        .expect("a connection over the cap was neither answered nor closed")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let answer = answer_to_a_connection_over_the_cap(&addr).await;
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
 }
 

@@ -283,11 +283,35 @@ pub fn chat(content: &str, stream: bool) -> serde_json::Value {
     })
 }
 
+/// GETs `url` with `http` and reads the answer as JSON.
+pub async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The `data:` payloads of an SSE body.
 pub fn sse_data(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter_map(|event| event.lines().find_map(|line| line.strip_prefix("data: ")))
         .map(str::to_owned)
+        .collect()
+}
+
+/// The text a chat completions stream spelled out: the `delta.content`s of
+/// its `data:` payloads, which must end with `[DONE]`.
+pub fn streamed_content(payloads: &[String]) -> String {
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("[DONE]"),
+        "{payloads:?}"
+    );
+    payloads[..payloads.len() - 1]
+        .iter()
+        .map(|p| {
+            serde_json::from_str::<serde_json::Value>(p).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect()
 }
 
@@ -307,6 +331,62 @@ pub async fn raw_request(addr: &str, request: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, response)
+}
+
+/// [`raw_request`] of a bare `GET target` (sent as written, so a test can
+/// name paths a client would normalise), closing the connection after.
+pub async fn raw_get(addr: &str, target: &str) -> (u16, String) {
+    raw_request(
+        addr,
+        &format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// A request head the proxy accepts, whose body then never comes: the
+/// connection stays busy (a request in flight) for as long as the client
+/// holds it. With `Expect: 100-continue` the client knows when the proxy
+/// started reading the body, so the request is surely in flight on return.
+pub async fn busy_connection_awaiting_its_body(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /api/gigachat-api/chat/completions HTTP/1.1\r\nHost: localhost\r\n\
+              Content-Type: application/json\r\nContent-Length: 1000\r\n\
+              Expect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let continued = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("100 Continue\r\n\r\n") {
+            let read = stream.read(&mut buf).await.unwrap();
+            assert!(read > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend(&buf[..read]);
+        }
+    })
+    .await;
+    assert!(
+        continued.is_ok(),
+        "no 100 Continue: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    stream
+}
+
+/// Everything the server writes to a new connection that finds it full,
+/// up to its closing that connection (bounded: 5 s).
+pub async fn answer_to_a_connection_over_the_cap(addr: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut refused = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut answer))
+        .await
+        .expect("a connection over the cap was neither answered nor closed")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Upstream access tokens the emulator saw (from recorded Authorization

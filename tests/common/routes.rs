@@ -23,6 +23,21 @@ pub async fn post_json(
     request.send().await.unwrap()
 }
 
+/// POSTs `body` to GigaChat's own chat route without a key, as a client of
+/// an open proxy does.
+pub async fn post_native_chat(s: &Setup, body: &Value) -> reqwest::Response {
+    post_json(s, "/api/gigachat-api/chat/completions", body, None).await
+}
+
+/// GETs the proxy's `path`, with `key` as the bearer token when given.
+pub async fn get_path(s: &Setup, path: &str, key: Option<&str>) -> reqwest::Response {
+    let mut request = s.http.get(s.proxy.url(path));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap()
+}
+
 /// Sends the CORS preflight a page of `origin` sends before POSTing to
 /// `path` with `request_headers` (a comma-separated list), asserts that it
 /// lets the POST through, and returns its headers.
@@ -86,6 +101,40 @@ pub async fn settled_budget(s: &Setup) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// POSTs `form` (multipart) to GigaChat's own files route, with `key` as
+/// the bearer token when given.
+pub async fn post_files_form(
+    s: &Setup,
+    form: reqwest::multipart::Form,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = s.http.post(s.proxy.url("/api/gigachat-api/files"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.multipart(form).send().await.unwrap()
+}
+
+/// Uploads `content` as `private.txt` through GigaChat's own files route
+/// (`/api/gigachat-api/files`) with `key` as the bearer token, asserts it
+/// was taken, and returns the file object the proxy answered with.
+pub async fn upload_natively(s: &Setup, key: &str, content: &[u8]) -> Value {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(content.to_vec())
+                .file_name("private.txt")
+                .mime_str("text/plain")
+                .unwrap(),
+        )
+        .text("purpose", "general");
+    let response = post_files_form(s, form, Some(key)).await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 /// How many file uploads reached the emulator.

@@ -58,13 +58,67 @@ fn chat_body(text: &str, stream: bool) -> Value {
 }
 
 async fn post_chat(emu: &Emulator, tok: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(format!("{}/chat/completions", emu.base_url()))
+    post_json_authorized(
+        &client(),
+        format!("{}/chat/completions", emu.base_url()),
+        tok,
+        body,
+    )
+    .await
+}
+
+/// GETs `url` with `tok` as the bearer token.
+async fn get_authorized(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    tok: &str,
+) -> reqwest::Response {
+    c.get(url).bearer_auth(tok).send().await.unwrap()
+}
+
+/// POSTs `body` as JSON to `url` with `tok` as the bearer token.
+async fn post_json_authorized(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    tok: &str,
+    body: &Value,
+) -> reqwest::Response {
+    c.post(url)
         .bearer_auth(tok)
         .json(body)
         .send()
         .await
         .unwrap()
+}
+
+/// POSTs `form` as multipart to `url` with `tok` as the bearer token.
+async fn post_multipart_authorized(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    tok: &str,
+    form: reqwest::multipart::Form,
+) -> reqwest::Response {
+    c.post(url)
+        .bearer_auth(tok)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The JSON body of [`get_authorized`].
+async fn get_json(c: &reqwest::Client, url: impl reqwest::IntoUrl, tok: &str) -> Value {
+    get_authorized(c, url, tok).await.json().await.unwrap()
+}
+
+/// Asserts that `resp` is the API's error answer: `status`, and the body
+/// `{"status": status, "message": message}` and nothing else.
+async fn assert_api_error(resp: reqwest::Response, status: u16, message: &str) {
+    assert_eq!(resp.status(), status);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"status": status, "message": message})
+    );
 }
 
 /// Reads a streaming body, returning each received chunk with its arrival
@@ -229,11 +283,7 @@ async fn api_auth_unknown_and_expired() {
     .await;
     let url = format!("{}/models", emu.base_url());
     let resp = client().get(&url).send().await.unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"status":401,"message":"Unauthorized"})
-    );
+    assert_api_error(resp, 401, "Unauthorized").await;
     let resp = client()
         .get(&url)
         .bearer_auth("bogus")
@@ -247,15 +297,11 @@ async fn api_auth_unknown_and_expired() {
     );
 
     let tok = token(&emu).await;
-    let resp = client().get(&url).bearer_auth(&tok).send().await.unwrap();
+    let resp = get_authorized(&client(), &url, &tok).await;
     assert_eq!(resp.status(), 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let resp = client().get(&url).bearer_auth(&tok).send().await.unwrap();
-    assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"status":401,"message":"Token has expired"})
-    );
+    let resp = get_authorized(&client(), &url, &tok).await;
+    assert_api_error(resp, 401, "Token has expired").await;
     assert_eq!(emu.stats().api_calls, 4);
 }
 
@@ -264,18 +310,9 @@ async fn expire_all_tokens_fault() {
     let emu = start(EmulatorConfig::default()).await;
     let tok = token(&emu).await;
     let url = format!("{}/models", emu.base_url());
-    assert_eq!(
-        client()
-            .get(&url)
-            .bearer_auth(&tok)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_authorized(&client(), &url, &tok).await.status(), 200);
     emu.faults().expire_all_tokens();
-    let resp = client().get(&url).bearer_auth(&tok).send().await.unwrap();
+    let resp = get_authorized(&client(), &url, &tok).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.json::<Value>().await.unwrap()["message"],
@@ -283,7 +320,7 @@ async fn expire_all_tokens_fault() {
     );
     // A token issued afterwards works.
     let fresh = token(&emu).await;
-    let resp = client().get(&url).bearer_auth(&fresh).send().await.unwrap();
+    let resp = get_authorized(&client(), &url, &fresh).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -352,13 +389,13 @@ async fn chat_json_shape() {
     );
 
     // The /v1 prefix (new host layout) serves the same API.
-    let resp = client()
-        .post(format!("http://{}/v1/chat/completions", emu.addr()))
-        .bearer_auth(&tok)
-        .json(&chat_body("x", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json_authorized(
+        &client(),
+        format!("http://{}/v1/chat/completions", emu.addr()),
+        &tok,
+        &chat_body("x", false),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -374,11 +411,7 @@ async fn chat_validation_errors() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"status":400,"message":"Your request contains invalid JSON syntax."})
-    );
+    assert_api_error(resp, 400, "Your request contains invalid JSON syntax.").await;
     let cases = [
         (
             json!({"model":"GigaChat-Nope","messages":[{"role":"user","content":"x"}]}),
@@ -398,11 +431,7 @@ async fn chat_validation_errors() {
     ];
     for (body, status, message) in cases {
         let resp = post_chat(&emu, &tok, &body).await;
-        assert_eq!(resp.status(), status);
-        assert_eq!(
-            resp.json::<Value>().await.unwrap(),
-            json!({"status":status,"message":message})
-        );
+        assert_api_error(resp, status, message).await;
     }
     for body in [
         json!({"model":"GigaChat","messages":[{"role":"user","content":"x"}],"temperature":0}),
@@ -505,13 +534,13 @@ async fn v2_chat_and_stream() {
     let tok = token(&emu).await;
     let body = json!({"model":"GigaChat-3-Ultra","messages":[{"role":"user","content":[{"text":"hi there"}]}]});
     for path in ["/api/v2/chat/completions", "/v2/chat/completions"] {
-        let resp = client()
-            .post(format!("http://{}{path}", emu.addr()))
-            .bearer_auth(&tok)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_json_authorized(
+            &client(),
+            format!("http://{}{path}", emu.addr()),
+            &tok,
+            &body,
+        )
+        .await;
         assert_eq!(resp.status(), 200);
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["model"], "GigaChat-3-Ultra:emulator");
@@ -527,13 +556,13 @@ async fn v2_chat_and_stream() {
     }
     let mut streaming = body.clone();
     streaming["stream"] = json!(true);
-    let resp = client()
-        .post(format!("http://{}/api/v2/chat/completions", emu.addr()))
-        .bearer_auth(&tok)
-        .json(&streaming)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json_authorized(
+        &client(),
+        format!("http://{}/api/v2/chat/completions", emu.addr()),
+        &tok,
+        &streaming,
+    )
+    .await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
     let events: Vec<&str> = text.split_terminator("\n\n").collect();
@@ -567,15 +596,7 @@ async fn models_embeddings_tokens_balance() {
     let base = emu.base_url();
     let c = client();
 
-    let list: Value = c
-        .get(format!("{base}/models"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&c, format!("{base}/models"), &tok).await;
     assert_eq!(list["object"], "list");
     let data = list["data"].as_array().unwrap();
     assert_eq!(data.len(), 9);
@@ -586,27 +607,10 @@ async fn models_embeddings_tokens_balance() {
     assert!(data.contains(
         &json!({"id":"EmbeddingsGigaR","object":"model","owned_by":"salutedevices","type":"embedder"})
     ));
-    let one: Value = c
-        .get(format!("{base}/models/GigaChat-2-Max"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&c, format!("{base}/models/GigaChat-2-Max"), &tok).await;
     assert_eq!(one["id"], "GigaChat-2-Max");
-    let resp = c
-        .get(format!("{base}/models/Nope"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"status":404,"message":"No such model"})
-    );
+    let resp = get_authorized(&c, format!("{base}/models/Nope"), &tok).await;
+    assert_api_error(resp, 404, "No such model").await;
 
     let emb = |input: Value| {
         let c = c.clone();
@@ -635,30 +639,22 @@ async fn models_embeddings_tokens_balance() {
     assert_eq!(a["data"][0]["embedding"], b["data"][0]["embedding"]);
     assert_ne!(a["data"][0]["embedding"], a["data"][1]["embedding"]);
 
-    let counts: Value = c
-        .post(format!("{base}/tokens/count"))
-        .bearer_auth(&tok)
-        .json(&json!({"model":"GigaChat","input":["First text","Second text"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counts: Value = post_json_authorized(
+        &c,
+        format!("{base}/tokens/count"),
+        &tok,
+        &json!({"model":"GigaChat","input":["First text","Second text"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(
         counts,
         json!([{"object":"tokens","tokens":3,"characters":10},{"object":"tokens","tokens":3,"characters":11}])
     );
 
-    let balance: Value = c
-        .get(format!("{base}/balance"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let balance: Value = get_json(&c, format!("{base}/balance"), &tok).await;
     assert_eq!(
         balance,
         json!({"balance":[{"usage":"GigaChat","value":900000},{"usage":"embeddings","value":9999967}]})
@@ -678,17 +674,8 @@ async fn balance_forbidden_for_corp() {
         .as_str()
         .unwrap()
         .to_owned();
-    let resp = client()
-        .get(format!("{}/balance", emu.base_url()))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"status":403,"message":"Permission denied"})
-    );
+    let resp = get_authorized(&client(), format!("{}/balance", emu.base_url()), &tok).await;
+    assert_api_error(resp, 403, "Permission denied").await;
 }
 
 #[tokio::test]
@@ -705,13 +692,7 @@ async fn files_roundtrip() {
             .mime_str("image/jpeg")
             .unwrap(),
     );
-    let resp = c
-        .post(format!("{base}/files"))
-        .bearer_auth(&tok)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_multipart_authorized(&c, format!("{base}/files"), &tok, form).await;
     assert_eq!(resp.status(), 200);
     let file: Value = resp.json().await.unwrap();
     let id = file["id"].as_str().unwrap().to_owned();
@@ -723,35 +704,14 @@ async fn files_roundtrip() {
     assert_eq!(file["access_policy"], "private");
     assert!(file["created_at"].as_u64().unwrap() > 1_700_000_000);
 
-    let list: Value = c
-        .get(format!("{base}/files"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&c, format!("{base}/files"), &tok).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert_eq!(list["data"][0]["id"], id.as_str());
 
-    let info: Value = c
-        .get(format!("{base}/files/{id}"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = get_json(&c, format!("{base}/files/{id}"), &tok).await;
     assert_eq!(info, file);
 
-    let resp = c
-        .get(format!("{base}/files/{id}/content"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_authorized(&c, format!("{base}/files/{id}/content"), &tok).await;
     assert_eq!(resp.headers()["content-type"], "application/octet-stream");
     assert_eq!(resp.bytes().await.unwrap().to_vec(), content);
 
@@ -765,12 +725,7 @@ async fn files_roundtrip() {
         .await
         .unwrap();
     assert_eq!(del, json!({"id": id, "deleted": true}));
-    let resp = c
-        .get(format!("{base}/files/{id}"))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_authorized(&c, format!("{base}/files/{id}"), &tok).await;
     assert_eq!(resp.status(), 404);
 
     // A purpose part is honoured; a form without a file part is a 400.
@@ -780,25 +735,14 @@ async fn files_roundtrip() {
             "file",
             reqwest::multipart::Part::text("hi").file_name("a.txt"),
         );
-    let file: Value = c
-        .post(format!("{base}/files"))
-        .bearer_auth(&tok)
-        .multipart(form)
-        .send()
+    let file: Value = post_multipart_authorized(&c, format!("{base}/files"), &tok, form)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(file["purpose"], "assistant");
     let form = reqwest::multipart::Form::new().text("purpose", "general");
-    let resp = c
-        .post(format!("{base}/files"))
-        .bearer_auth(&tok)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_multipart_authorized(&c, format!("{base}/files"), &tok, form).await;
     assert_eq!(resp.status(), 400);
 }
 
@@ -807,28 +751,10 @@ async fn not_found_method_and_payload_limits() {
     let emu = start(EmulatorConfig::default()).await;
     let tok = token(&emu).await;
     let c = client();
-    let resp = c
-        .get(format!("{}/nope", emu.base_url()))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"status":404,"message":"Not found"})
-    );
-    let resp = c
-        .get(format!("{}/chat/completions", emu.base_url()))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 405);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"status":405,"message":"Method not allowed"})
-    );
+    let resp = get_authorized(&c, format!("{}/nope", emu.base_url()), &tok).await;
+    assert_api_error(resp, 404, "Not found").await;
+    let resp = get_authorized(&c, format!("{}/chat/completions", emu.base_url()), &tok).await;
+    assert_api_error(resp, 405, "Method not allowed").await;
 
     // Declared oversize body: refused without reading it.
     let mut sock = tokio::net::TcpStream::connect(emu.addr()).await.unwrap();
@@ -899,11 +825,7 @@ async fn fault_api_401_and_status() {
     let tok = token(&emu).await;
     emu.faults().fail_next_api_with_401(1);
     let resp = post_chat(&emu, &tok, &chat_body("x", false)).await;
-    assert_eq!(resp.status(), 401);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap(),
-        json!({"status":401,"message":"Token has expired"})
-    );
+    assert_api_error(resp, 401, "Token has expired").await;
     assert_eq!(
         post_chat(&emu, &tok, &chat_body("x", false)).await.status(),
         200
@@ -1033,11 +955,7 @@ async fn concurrency_limit_and_max_concurrent() {
     let first = post_chat(&emu, &tok, &chat_body("one two three", true)).await;
     assert_eq!(first.status(), 200);
     let second = post_chat(&emu, &tok, &chat_body("x", false)).await;
-    assert_eq!(second.status(), 429);
-    assert_eq!(
-        second.json::<Value>().await.unwrap(),
-        json!({"status":429,"message":"Too many requests"})
-    );
+    assert_api_error(second, 429, "Too many requests").await;
     assert!(first.text().await.unwrap().ends_with("[DONE]\n\n"));
     // The slot is released once the stream has ended.
     wait_for(&emu, |s| s.streams_completed == 1).await;
@@ -1250,13 +1168,13 @@ async fn h2c_prior_knowledge() {
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let resp = h2
-        .post(format!("{}/chat/completions", emu.base_url()))
-        .bearer_auth(&tok)
-        .json(&chat_body("over h2", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json_authorized(
+        &h2,
+        format!("{}/chat/completions", emu.base_url()),
+        &tok,
+        &chat_body("over h2", true),
+    )
+    .await;
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let text = resp.text().await.unwrap();
@@ -1265,13 +1183,9 @@ async fn h2c_prior_knowledge() {
     ));
     assert!(text.ends_with("data: [DONE]\n\n"));
     // v2 over h2 must not carry the HTTP/1-only Keep-Alive header.
-    let resp = h2
-        .post(format!("http://{}/v2/chat/completions", emu.addr()))
-        .bearer_auth(&tok)
-        .json(&json!({"model":"GigaChat","stream":true,"messages":[{"role":"user","content":[{"text":"x"}]}]}))
-        .send()
-        .await
-        .unwrap();
+    let v2_stream = json!({"model":"GigaChat","stream":true,"messages":[{"role":"user","content":[{"text":"x"}]}]});
+    let url = format!("http://{}/v2/chat/completions", emu.addr());
+    let resp = post_json_authorized(&h2, url, &tok, &v2_stream).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("keep-alive").is_none());
     assert!(resp.text().await.unwrap().contains("response.message.done"));

@@ -42,6 +42,35 @@ fn streamed_text(payloads: &[String]) -> String {
         .collect()
 }
 
+/// The whole of a response body, read as JSON.
+async fn json_body<B>(body: B) -> Value
+where
+    B: hyper::body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = body.collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Reads a streamed body frame by frame: when each data frame arrived
+/// (counted from `started`), and all the text, so a test can tell a stream
+/// from a buffered body.
+async fn timed_frames<B>(mut body: B, started: Instant) -> (Vec<Duration>, String)
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            arrivals.push(started.elapsed());
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    (arrivals, text)
+}
+
 // ---------- Vercel: vercel_runtime's service over a real hyper connection ----------
 
 async fn vercel_serve(
@@ -90,8 +119,7 @@ async fn vercel_entry_answers_a_chat() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let body: Value = serde_json::from_slice(&body).unwrap();
+    let body = json_body(response.into_body()).await;
     assert_eq!(
         body["choices"][0]["message"]["content"],
         "Echo: hello adapters"
@@ -113,15 +141,7 @@ async fn vercel_entry_streams_events_as_they_arrive() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-accel-buffering"], "no");
-    let mut body = response.into_body();
-    let mut arrivals = Vec::new();
-    let mut text = String::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            arrivals.push(started.elapsed());
-            text.push_str(std::str::from_utf8(&data).unwrap());
-        }
-    }
+    let (arrivals, text) = timed_frames(response.into_body(), started).await;
     let payloads = sse_data(&text);
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     assert_eq!(streamed_text(&payloads), "Echo: hello adapters");
@@ -148,6 +168,15 @@ fn lambda_event(fixture: &str, path: &str, body: &str) -> lambda_http::Request {
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
+/// A chat completion (streamed or not) as the Lambda event of `fixture`.
+fn chat_event(fixture: &str, stream: bool) -> lambda_http::Request {
+    lambda_event(
+        fixture,
+        "/api/gigachat-api/chat/completions",
+        &chat_body(stream),
+    )
+}
+
 const FUNCTION_URL: &str = include_str!("fixtures/lambda_function_url_request.json");
 const APIGW_V2: &str = include_str!("fixtures/apigw_v2_proxy_request.json");
 
@@ -156,17 +185,12 @@ async fn lambda_entry_answers_a_chat_from_function_url_and_http_api_events() {
     let emulator = emulator().await;
     let proxy = deployed_proxy(&emulator, Platform::Lambda);
     for fixture in [FUNCTION_URL, APIGW_V2] {
-        let request = lambda_event(
-            fixture,
-            "/api/gigachat-api/chat/completions",
-            &chat_body(false),
-        );
+        let request = chat_event(fixture, false);
         let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let body: Value = serde_json::from_slice(&body).unwrap();
+        let body = json_body(response.into_body()).await;
         assert_eq!(
             body["choices"][0]["message"]["content"],
             "Echo: hello adapters"
@@ -191,8 +215,7 @@ async fn lambda_entry_strips_a_non_default_stage_from_the_path() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let body: Value = serde_json::from_slice(&body).unwrap();
+    let body = json_body(response.into_body()).await;
     assert_eq!(body["platform"], "lambda");
 }
 
@@ -203,11 +226,7 @@ async fn lambda_entry_streams_events_as_they_arrive() {
         .faults()
         .set_chunk_delay(Duration::from_millis(150));
     let proxy = deployed_proxy(&emulator, Platform::Lambda);
-    let request = lambda_event(
-        FUNCTION_URL,
-        "/api/gigachat-api/chat/completions",
-        &chat_body(true),
-    );
+    let request = chat_event(FUNCTION_URL, true);
     let started = Instant::now();
     let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
         .await
@@ -216,15 +235,7 @@ async fn lambda_entry_streams_events_as_they_arrive() {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     // What `run_with_streaming_response` does with the body: poll frames and
     // write each one to the response stream as soon as it is ready.
-    let mut body = response.into_body();
-    let mut arrivals = Vec::new();
-    let mut text = String::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            arrivals.push(started.elapsed());
-            text.push_str(std::str::from_utf8(&data).unwrap());
-        }
-    }
+    let (arrivals, text) = timed_frames(response.into_body(), started).await;
     let payloads = sse_data(&text);
     assert_eq!(streamed_text(&payloads), "Echo: hello adapters");
     assert!(arrivals.len() >= 4, "events were merged: {arrivals:?}");
@@ -239,11 +250,7 @@ async fn lambda_buffered_mode_turns_the_response_into_an_api_gateway_answer() {
     use lambda_http::IntoResponse as _;
     let emulator = emulator().await;
     let proxy = deployed_proxy(&emulator, Platform::Lambda);
-    let request = lambda_event(
-        APIGW_V2,
-        "/api/gigachat-api/chat/completions",
-        &chat_body(true),
-    );
+    let request = chat_event(APIGW_V2, true);
     let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
         .await
         .unwrap();
@@ -265,11 +272,7 @@ async fn the_lambda_streaming_switch_reads_both_spellings_and_refuses_typos() {
     use std::ffi::OsStr;
     let emulator = emulator().await;
     let answer = |proxy: Proxy| async move {
-        let request = lambda_event(
-            FUNCTION_URL,
-            "/api/gigachat-api/chat/completions",
-            &chat_body(false),
-        );
+        let request = chat_event(FUNCTION_URL, false);
         let response = gigachat_proxy_platform::lambda::handle(&proxy, request)
             .await
             .unwrap();
@@ -317,8 +320,7 @@ async fn missing_credentials_on_a_platform_are_a_config_error_not_the_emulator()
         .await
         .unwrap();
     assert_eq!(response.status(), 500);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let body: Value = serde_json::from_slice(&body).unwrap();
+    let body = json_body(response.into_body()).await;
     assert_eq!(body["code"], "config_invalid");
     assert!(
         body["message"]
