@@ -11,7 +11,7 @@
 #   --wait-quiet[=MIN]   first wait until the 1-minute load average stays below
 #                        0.5 for a minute (at most MIN minutes, default 40)
 #   --sections LIST      only some of: throughput,latency,stream,memory,cold,sizes,
-#                        tenancy
+#                        tenancy,serverless
 #   --out FILE           where to write the report (default bench/results.md)
 #   --arm64              also build gigachat-api for aarch64-unknown-linux-gnu (the
 #                        Lambda bootstrap; needs the rustup target, installs

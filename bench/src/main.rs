@@ -14,6 +14,7 @@ mod bench;
 mod client;
 mod procs;
 mod report;
+mod runtime_api;
 mod sections;
 mod wrk;
 
@@ -53,6 +54,9 @@ async fn main() -> Result<()> {
     }
     if b.args.wants("tenancy") {
         sections::tenancy::run(&b, &mut rep).await?;
+    }
+    if b.args.wants("serverless") {
+        sections::serverless::run(&b, &mut rep).await?;
     }
 
     let out = rep.finish();
