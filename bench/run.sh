@@ -66,6 +66,8 @@ TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 echo "bench: building the proxy (release; the first build takes minutes)" >&2
 cargo build --release --bins --quiet
 cargo build --release -p gigachat-emulator --bin gigachat-emulator --quiet
+# The hyper floor row (issue 15): hyper alone, doing nginx's forwarding.
+cargo build --release -p gigachat-proxy-server --example bare_hyper_proxy --quiet
 CARGO_TARGET_DIR="$BENCH/target" cargo build --release --quiet --manifest-path "$BENCH/Cargo.toml"
 if [ "$ARM64" = 1 ]; then
   # The Lambda bootstrap's architecture, same release profile. cargo-lambda

@@ -30,6 +30,8 @@ pub struct Targets {
     pub direct: Target,
     pub nginx: Target,
     pub proxy: Target,
+    /// The hyper floor (`bare_hyper_proxy`), when it started.
+    pub floor: Target,
 }
 
 /// One translated route: where it is, what it is sent (the native
@@ -52,6 +54,9 @@ pub struct Bench {
     pub proxy: Proc,
     /// `None` when nginx could not start; its rows then say so.
     pub nginx: Option<Nginx>,
+    /// `None` when the `bare_hyper_proxy` example is not built or did not
+    /// start; its rows are then left out.
+    pub floor: Option<Proc>,
     pub targets: Targets,
     /// The non-streaming payload, and the same with `"stream":true`.
     pub body: Bytes,
@@ -107,6 +112,20 @@ impl Bench {
                 None
             }
         };
+        let floor = match procs::start_hyper_floor(
+            &args.bin_dir.join("examples").join("bare_hyper_proxy"),
+            emulator.addr,
+            &token,
+            &args.work_dir.join("floor.log"),
+        )
+        .await
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("the hyper floor could not start: {e:#}");
+                None
+            }
+        };
         let t = Targets {
             direct: Target {
                 addr: emulator.addr,
@@ -120,6 +139,11 @@ impl Bench {
             },
             proxy: Target {
                 addr: proxy.addr,
+                path: API_PATH.to_owned(),
+                auth: None,
+            },
+            floor: Target {
+                addr: floor.as_ref().map_or(emulator.addr, |f| f.addr),
                 path: API_PATH.to_owned(),
                 auth: None,
             },
@@ -156,8 +180,9 @@ impl Bench {
             ("direct", &t.direct),
             ("nginx", &t.nginx),
             ("proxy", &t.proxy),
+            ("hyper floor", &t.floor),
         ] {
-            if name == "nginx" && nginx.is_none() {
+            if (name == "nginx" && nginx.is_none()) || (name == "hyper floor" && floor.is_none()) {
                 continue;
             }
             let mut sender = client::connect(target.addr).await?;
@@ -177,6 +202,7 @@ impl Bench {
             emulator,
             proxy,
             nginx,
+            floor,
             targets: t,
             body,
             stream_body,
@@ -192,6 +218,9 @@ impl Bench {
         if let Some(n) = self.nginx {
             n.proc.stop().await;
             let _ = n.dir;
+        }
+        if let Some(f) = self.floor {
+            f.stop().await;
         }
         self.proxy.stop().await;
         self.emulator.stop().await;

@@ -157,6 +157,27 @@ pub async fn spawn_proxy_timed(
     Ok((Proc { child, addr }, started))
 }
 
+/// The hyper floor (`crates/server/examples/bare_hyper_proxy.rs`): the
+/// same forwarding as the nginx row, in hyper and nothing else, laid out
+/// like the local server (a current-thread runtime per core).
+pub async fn start_hyper_floor(
+    bin: &Path,
+    emulator: SocketAddr,
+    token: &str,
+    log: &Path,
+) -> Result<Proc> {
+    let mut child = Command::new(bin)
+        .args(["0", &emulator.to_string(), token])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let addr = addr_from_stdout(&mut child, "listening on").await?;
+    Ok(Proc { child, addr })
+}
+
 pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())

@@ -25,6 +25,9 @@ const OPENAI_ROW: &str =
     "gigachat-proxy, OpenAI route (`/api/gigachat-openai/v1/chat/completions`)";
 const NATIVE_STREAM_ROW: &str = "gigachat-proxy, native route, `stream: true` (whole stream)";
 const UI_CHAT_ROW: &str = "gigachat-proxy, `useChat` route (`/api/gigachat-chat`, whole stream)";
+/// hyper alone doing the nginx row's forwarding: what no hyper-based proxy
+/// gets under (issue 15's floor).
+const FLOOR_ROW: &str = "hyper floor (`bare_hyper_proxy` example: forwarding only)";
 
 /// A proxy variant row: label, `RUST_LOG`, extra environment.
 type Variant<'a> = (String, &'a str, Vec<(&'a str, &'a str)>);
@@ -35,6 +38,7 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         emulator,
         proxy,
         nginx,
+        floor,
         targets: t,
         body_file,
         openai,
@@ -45,6 +49,8 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
     let (warm, measure) = (b.warm, b.measure);
     let mut c32 = (None, None);
     let mut c128 = (None, None);
+    // The hyper floor's requests/s at concurrency 32 and 128.
+    let mut floor_rps: (Option<f64>, Option<f64>) = (None, None);
     let mut openai_rps = None;
     // Requests/s of each concurrency-32 round: the native route's and the
     // OpenAI route's, measured back to back within a round.
@@ -128,6 +134,11 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
                 body_file.as_path(),
             ),
         ];
+        if let Some(floor) = floor
+            && conns > 1
+        {
+            paths.push((FLOOR_ROW, &t.floor, Some(floor.pid()), body_file.as_path()));
+        }
         if conns == 32
             && let Ok(file) = &openai_file
         {
@@ -156,7 +167,13 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
                 let all: Vec<String> = runs[i].iter().map(|r| format!("{:.0}", r.1)).collect();
                 rounds_note.push(format!("{name} {}", all.join(", ")));
             }
-            if conns == 128 {
+            if *name == FLOOR_ROW {
+                if conns == 32 {
+                    floor_rps.0 = Some(rps);
+                } else {
+                    floor_rps.1 = Some(rps);
+                }
+            } else if conns == 128 {
                 if name.starts_with("nginx") {
                     c128.0 = Some(rps);
                 } else if name.starts_with("gigachat") {
@@ -249,6 +266,17 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
             rounds_note.join("; ")
         ));
         rep.line("");
+    }
+    for (conns, floor, (ng, px)) in [(32, floor_rps.0, c32), (128, floor_rps.1, c128)] {
+        if let (Some(fl), Some(ng), Some(px)) = (floor, ng, px) {
+            rep.line(&format!(
+                "Hyper floor at concurrency {conns}: {fl:.0} req/s, {:.0} % of nginx; gigachat-proxy {:.0} % of nginx and {:.0} % of the floor.",
+                fl / ng * 100.0,
+                px / ng * 100.0,
+                px / fl * 100.0
+            ));
+            rep.line("");
+        }
     }
     for (conns, pair) in [(32, c32), (128, c128)] {
         let label = format!("Throughput at concurrency {conns}");

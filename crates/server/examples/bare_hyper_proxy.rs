@@ -138,7 +138,7 @@ fn main() {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
             .unwrap();
-        println!("listening on {}", listener.local_addr().unwrap());
+        println!("listening on http://{}", listener.local_addr().unwrap());
         let mut next = 0;
         loop {
             let (stream, _) = listener.accept().await.unwrap();
