@@ -52,6 +52,7 @@ pub fn translate_answers(answer: &[u8], cut: usize) {
         },
         ..Default::default()
     };
+    same_events_however_cut(answer, cut);
     let _ = crate::openai::answer::chat_completion(answer, &plan, "r");
     let _ = crate::openai::models::list(answer, &config);
     let _ = crate::openai::models::model(answer, "GigaChat");
@@ -78,6 +79,33 @@ pub fn translate_answers(answer: &[u8], cut: usize) {
             cut,
         );
     }
+}
+
+/// The scanner reads the events of a chunk where they lie and copies
+/// only what it leaves unfinished: the events (and whether it gave up)
+/// must not depend on where the stream was cut.
+fn same_events_however_cut(stream: &[u8], cut: usize) {
+    type Events = (Vec<(Option<String>, String)>, bool);
+    fn scan<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Events {
+        let mut scanner = SseScanner::new();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            scanner.feed(chunk, |event| {
+                events.push((
+                    event.event.map(|name| name.into_owned()),
+                    event.data.into_owned(),
+                ));
+            });
+        }
+        (events, scanner.gave_up())
+    }
+    // Whole, an oversized event is read as it lies; cut, it is given up.
+    if stream.len() > crate::upstream::sse::MAX_EVENT_BYTES {
+        return;
+    }
+    let whole = scan(std::iter::once(stream));
+    assert_eq!(scan(stream.chunks(cut.max(1))), whole);
+    assert_eq!(scan(stream.chunks(1)), whole);
 }
 
 /// Feeds `stream` to a translator the way `TranslatedStream` does and

@@ -12,10 +12,8 @@
 //! stream's rules (finish, usage, errors, breaking off) are the shared
 //! reader's (`openai::gigachat_stream`); this is the framing.
 
-use std::fmt;
-
 use bytes::{BufMut, BytesMut};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::UiPlan;
@@ -28,16 +26,7 @@ pub(crate) type UiChunks = GigaChatStream<UiFraming>;
 
 impl GigaChatStream<UiFraming> {
     pub(crate) fn new(plan: UiPlan, request_id: &str) -> Self {
-        GigaChatStream::reading(UiFraming {
-            plan,
-            request_id: request_id.to_owned(),
-            started: false,
-            open: None,
-            texts: 0,
-            reasonings: 0,
-            calls: 0,
-            finish_reason: "other",
-        })
+        GigaChatStream::reading(UiFraming::new(plan, request_id))
     }
 }
 
@@ -64,6 +53,19 @@ enum Block {
 }
 
 impl UiFraming {
+    fn new(plan: UiPlan, request_id: &str) -> Self {
+        UiFraming {
+            plan,
+            request_id: request_id.to_owned(),
+            started: false,
+            open: None,
+            texts: 0,
+            reasonings: 0,
+            calls: 0,
+            finish_reason: "other",
+        }
+    }
+
     fn ensure_started(&mut self, out: &mut BytesMut) {
         if !self.started {
             out.extend_from_slice(
@@ -91,17 +93,13 @@ impl UiFraming {
             Block::Text => self.texts += 1,
             Block::Reasoning => self.reasonings += 1,
         }
-        let kind_name = match kind {
-            Block::Text => "text-start",
-            Block::Reasoning => "reasoning-start",
+        let start: &[u8] = match kind {
+            Block::Text => b"data: {\"type\":\"text-start\",\"id\":\"",
+            Block::Reasoning => b"data: {\"type\":\"reasoning-start\",\"id\":\"",
         };
-        put_chunk(
-            out,
-            &BlockChunk {
-                kind: kind_name,
-                id: self.block_id(kind),
-            },
-        );
+        out.extend_from_slice(start);
+        self.block_id(kind).put(out);
+        out.extend_from_slice(b"\"}\n\n");
         self.open = Some(kind);
     }
 
@@ -109,34 +107,27 @@ impl UiFraming {
         let Some(kind) = self.open.take() else {
             return;
         };
-        let kind_name = match kind {
-            Block::Text => "text-end",
-            Block::Reasoning => "reasoning-end",
+        let end: &[u8] = match kind {
+            Block::Text => b"data: {\"type\":\"text-end\",\"id\":\"",
+            Block::Reasoning => b"data: {\"type\":\"reasoning-end\",\"id\":\"",
         };
-        put_chunk(
-            out,
-            &BlockChunk {
-                kind: kind_name,
-                id: self.block_id(kind),
-            },
-        );
+        out.extend_from_slice(end);
+        self.block_id(kind).put(out);
+        out.extend_from_slice(b"\"}\n\n");
     }
 
     fn delta(&mut self, kind: Block, delta: &str, out: &mut BytesMut) {
         self.ensure_started(out);
         self.open_block(kind, out);
-        let kind_name = match kind {
-            Block::Text => "text-delta",
-            Block::Reasoning => "reasoning-delta",
+        let start: &[u8] = match kind {
+            Block::Text => b"data: {\"type\":\"text-delta\",\"id\":\"",
+            Block::Reasoning => b"data: {\"type\":\"reasoning-delta\",\"id\":\"",
         };
-        put_chunk(
-            out,
-            &DeltaChunk {
-                kind: kind_name,
-                id: self.block_id(kind),
-                delta,
-            },
-        );
+        out.extend_from_slice(start);
+        self.block_id(kind).put(out);
+        out.extend_from_slice(b"\",\"delta\":");
+        put_json_string(out, delta);
+        out.extend_from_slice(b"}\n\n");
     }
 
     /// A GigaChat function call as the tool input chunks: the client's
@@ -301,35 +292,35 @@ fn put_chunk(out: &mut BytesMut, chunk: &impl Serialize) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// `txt-0`, `reasoning-1`: written without building the string.
+/// A JSON string, quoted and escaped as serde_json writes one.
+fn put_json_string(out: &mut BytesMut, text: &str) {
+    let _ = serde_json::to_writer(out.writer(), text);
+}
+
+/// `txt-0`, `reasoning-1`: the id of a block, which needs no escaping.
 #[derive(Clone, Copy)]
 struct BlockId(&'static str, usize);
 
-impl fmt::Display for BlockId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
+impl BlockId {
+    /// Writes the id (unquoted) without formatting machinery: ids are
+    /// written for every delta, and this is the most frequent write.
+    fn put(self, out: &mut BytesMut) {
+        out.extend_from_slice(self.0.as_bytes());
+        out.put_u8(b'-');
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut number = self.1;
+        loop {
+            at -= 1;
+            // `number % 10` is below 10, so the cast keeps it whole.
+            digits[at] = b'0' + (number % 10) as u8;
+            number /= 10;
+            if number == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
     }
-}
-
-impl Serialize for BlockId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-#[derive(Serialize)]
-struct BlockChunk {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: BlockId,
-}
-
-#[derive(Serialize)]
-struct DeltaChunk<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: BlockId,
-    delta: &'a str,
 }
 
 #[derive(Serialize)]
@@ -903,6 +894,79 @@ mod tests {
         let chunks = parse_chunks(&out);
         assert_well_formed(&chunks);
         assert_eq!(chunks[3]["delta"], nasty);
+    }
+
+    /// The block chunks are framed by hand (they are the hot path); each
+    /// must be the bytes serde_json writes for the chunk as a struct, for
+    /// any text and any block number.
+    #[test]
+    fn hand_framed_block_chunks_are_the_bytes_serde_writes() {
+        #[derive(Serialize)]
+        struct BlockOut<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            id: String,
+        }
+        #[derive(Serialize)]
+        struct DeltaOut<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            id: String,
+            delta: &'a str,
+        }
+        fn data(chunk: &impl Serialize) -> String {
+            format!("data: {}\n\n", serde_json::to_string(chunk).unwrap())
+        }
+        let texts = [
+            "Привет",
+            "\"}\n\ndata: {\"type\":\"finish\"}",
+            "\u{0}\u{1f}\u{7f}\u{2028}\u{2029}\\ \t\r",
+            "🙂 emoji",
+        ];
+        for (kind, prefix, number) in [
+            (Block::Text, "txt", 0),
+            (Block::Text, "txt", 9),
+            (Block::Reasoning, "reasoning", 10),
+            (Block::Reasoning, "reasoning", 12_345),
+        ] {
+            let mut framing = UiFraming::new(plan(), "R");
+            framing.started = true;
+            match kind {
+                Block::Text => framing.texts = number,
+                Block::Reasoning => framing.reasonings = number,
+            }
+            let id = format!("{prefix}-{number}");
+            let name = |suffix: &str| {
+                format!("{}-{suffix}", if prefix == "txt" { "text" } else { prefix })
+            };
+            for text in texts {
+                let mut out = BytesMut::new();
+                framing.delta(kind, text, &mut out);
+                framing.close_block(&mut out);
+                let expected = [
+                    data(&BlockOut {
+                        kind: &name("start"),
+                        id: id.clone(),
+                    }),
+                    data(&DeltaOut {
+                        kind: &name("delta"),
+                        id: id.clone(),
+                        delta: text,
+                    }),
+                    data(&BlockOut {
+                        kind: &name("end"),
+                        id: id.clone(),
+                    }),
+                ]
+                .concat();
+                assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+                // The next block of this kind is the next number.
+                match kind {
+                    Block::Text => framing.texts = number,
+                    Block::Reasoning => framing.reasonings = number,
+                }
+            }
+        }
     }
 
     async fn through_stream(plan: UiPlan, chunks: Vec<Bytes>) -> (String, Option<Usage>) {

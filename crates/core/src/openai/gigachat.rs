@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// A whole v1 chat answer.
 #[derive(Deserialize, Debug, Default)]
@@ -41,20 +41,34 @@ pub(crate) struct ChunkChoice<'a> {
     pub index: u32,
     #[serde(default, borrow)]
     pub delta: ChunkDelta<'a>,
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     pub finish_reason: Option<Cow<'a, str>>,
 }
 
 /// A chunk's delta: text arrives piece by piece, a function call whole.
 #[derive(Deserialize, Debug, Default)]
 pub(crate) struct ChunkDelta<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     pub role: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     pub content: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_text")]
     pub reasoning_content: Option<Cow<'a, str>>,
     pub function_call: Option<FunctionCall>,
     pub functions_state_id: Option<String>,
+}
+
+/// A string borrowed from the chunk unless it has escapes: serde borrows a
+/// `Cow<str>` only when it is the field itself, and inside an `Option` it
+/// would copy every piece of text of a stream.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct BorrowedText<'a>(#[serde(borrow)] Cow<'a, str>);
+
+fn borrowed_text<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<BorrowedText<'a>>::deserialize(deserializer)?.map(|text| text.0))
 }
 
 /// An answer's message.

@@ -362,6 +362,28 @@ mod tests {
         json!({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": total}}).to_string()
     }
 
+    /// A chunk's text is read where it lies (no copy per piece of text)
+    /// unless it has escapes, which must be read as JSON reads them.
+    #[test]
+    fn text_without_escapes_is_borrowed_from_the_chunk() {
+        let data = r#"{"choices":[{"delta":{"content":"Привет","reasoning_content":"думаю","role":"assistant"},"index":0,"finish_reason":"stop"}]}"#;
+        let chunk: ChatChunk<'_> = serde_json::from_str(data).unwrap();
+        let choice = &chunk.choices[0];
+        for text in [
+            &choice.delta.content,
+            &choice.delta.reasoning_content,
+            &choice.delta.role,
+            &choice.finish_reason,
+        ] {
+            assert!(matches!(text, Some(Cow::Borrowed(_))), "{text:?}");
+        }
+        let escaped = r#"{"choices":[{"delta":{"content":"a\n\"b\"","role":null}}]}"#;
+        let chunk: ChatChunk<'_> = serde_json::from_str(escaped).unwrap();
+        assert_eq!(chunk.choices[0].delta.content.as_deref(), Some("a\n\"b\""));
+        assert_eq!(chunk.choices[0].delta.role, None);
+        assert_eq!(chunk.choices[0].finish_reason, None);
+    }
+
     #[test]
     fn foreign_roles_keep_only_their_finish_and_empty_text_is_none() {
         let (seen, _, _) = read(

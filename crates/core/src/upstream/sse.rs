@@ -56,19 +56,43 @@ impl SseScanner {
         if self.overflowed {
             return;
         }
+        if self.pending.is_empty() {
+            // The usual stream chunk is whole events: they are read where
+            // they lie, and only an unfinished tail is copied.
+            let mut rest = chunk;
+            while let Some((event_len, separator_len, one_line)) = find_event_end(rest, 0) {
+                if let Some(event) = parse_event(&rest[..event_len], one_line) {
+                    on_event(event);
+                }
+                rest = &rest[event_len + separator_len..];
+            }
+            if rest.is_empty() {
+                return;
+            }
+            self.pending.extend_from_slice(rest);
+            self.scanned = self.pending.len().saturating_sub(3);
+            self.give_up_if_oversized();
+            return;
+        }
         self.pending.extend_from_slice(chunk);
         loop {
             let Some(end) = find_event_end(&self.pending, self.scanned) else {
                 self.scanned = self.pending.len().saturating_sub(3);
                 break;
             };
-            let (event_len, separator_len) = end;
-            if let Some(event) = parse_event(&self.pending[..event_len]) {
+            // Resumed past `scanned`, the search may have missed a line
+            // end: the event is read by the general rules.
+            let (event_len, separator_len, _) = end;
+            if let Some(event) = parse_event(&self.pending[..event_len], false) {
                 on_event(event);
             }
             self.pending.drain(..event_len + separator_len);
             self.scanned = 0;
         }
+        self.give_up_if_oversized();
+    }
+
+    fn give_up_if_oversized(&mut self) {
         if self.pending.len() > MAX_EVENT_BYTES {
             self.overflowed = true;
             self.pending = Vec::new();
@@ -77,9 +101,11 @@ impl SseScanner {
 }
 
 /// Finds the blank line that ends an event: returns (event length,
-/// separator length). Line ends may be `\n`, `\r\n` or `\r`.
-fn find_event_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
+/// separator length, whether the event is one line with no line end
+/// between `from` and its end). Line ends may be `\n`, `\r\n` or `\r`.
+fn find_event_end(bytes: &[u8], from: usize) -> Option<(usize, usize, bool)> {
     let mut i = from;
+    let mut one_line = true;
     while i < bytes.len() {
         let (first_len, ok) = match bytes[i] {
             b'\n' => (1, true),
@@ -99,13 +125,14 @@ fn find_event_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
                 _ => 0,
             };
             if second_len > 0 {
-                return Some((i, first_len + second_len));
+                return Some((i, first_len + second_len, one_line));
             }
             // A single line end at position 0 (a stream starting with a
             // blank line) also ends an (empty) event.
             if i == 0 {
-                return Some((0, first_len));
+                return Some((0, first_len, one_line));
             }
+            one_line = false;
             i = next;
         } else {
             i += 1;
@@ -114,7 +141,20 @@ fn find_event_end(bytes: &[u8], from: usize) -> Option<(usize, usize)> {
     None
 }
 
-fn parse_event(block: &[u8]) -> Option<SseEvent<'_>> {
+/// One event's fields; `one_line` when the caller knows `block` has no
+/// line end.
+fn parse_event(block: &[u8], one_line: bool) -> Option<SseEvent<'_>> {
+    // The usual event is one `data:` line of valid UTF-8: its value is
+    // borrowed as it is.
+    if one_line
+        && let Ok(line) = std::str::from_utf8(block)
+        && let Some(value) = line.strip_prefix("data:")
+    {
+        return Some(SseEvent {
+            event: None,
+            data: Cow::Borrowed(value.strip_prefix(' ').unwrap_or(value)),
+        });
+    }
     let text = String::from_utf8_lossy(block);
     let mut event: Option<String> = None;
     let mut data: Option<String> = None;
@@ -213,6 +253,40 @@ mod tests {
                 (None, "line one\nline two".into()),
                 (Some("response.message.done".into()), "{}".into()),
             ]
+        );
+    }
+
+    /// One-line `data:` events are read by a shortcut; it must give what
+    /// the general rules give for the same event among others.
+    #[test]
+    fn one_line_data_events_read_as_the_general_rules_read_them() {
+        for (event, data) in [
+            ("data: x", "x"),
+            ("data:x", "x"),
+            ("data:  two spaces", " two spaces"),
+            ("data:", ""),
+            ("data: ", ""),
+            ("data: a: b", "a: b"),
+        ] {
+            let alone = format!("{event}\n\n");
+            // After a comment line the event is read by the general rules.
+            let general = format!(": c\n{event}\n\n");
+            assert_eq!(
+                collect(&[alone.as_bytes()]),
+                [(None, data.to_owned())],
+                "{event:?}"
+            );
+            assert_eq!(
+                collect(&[general.as_bytes()]),
+                [(None, data.to_owned())],
+                "{event:?}"
+            );
+        }
+        // Not data, or more than one line: the general rules decide.
+        assert_eq!(collect(&[b"dat: x\n\n"]), []);
+        assert_eq!(
+            collect(&[b"data: a\rdata: b\n\n"]),
+            [(None, "a\nb".to_owned())]
         );
     }
 
