@@ -43,6 +43,7 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
     drop(sender);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fresh_idle = procs::status_kib(fresh.pid(), "VmRSS").unwrap_or(0);
+    let fresh_anon = procs::status_kib(fresh.pid(), "RssAnon").unwrap_or(0);
     let n = 1000;
     // 18 events a second apart: every stream stays open ~17 s.
     set_chunk_delay(&emulator.addr, Duration::from_millis(1000)).await?;
@@ -56,6 +57,22 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_open = procs::status_kib(fresh.pid(), "VmRSS").unwrap_or(0);
     let emu_open = procs::status_kib(emulator.pid(), "VmRSS").unwrap_or(0);
+    let anon_idle_open = (
+        procs::status_kib(fresh.pid(), "RssAnon").unwrap_or(0),
+        fresh_anon,
+    );
+    // Experiments: keep the streams open a while so a profiler or
+    // /proc/<pid>/smaps can look at the proxy holding them.
+    if let Some(hold) = std::env::var("GIGACHAT_BENCH_MEMORY_HOLD_S")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        eprintln!(
+            "memory: holding {opened} streams for {hold} s; proxy pid {}",
+            fresh.pid()
+        );
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+    }
     drop(held);
     set_chunk_delay(&emulator.addr, Duration::ZERO).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -73,6 +90,18 @@ pub async fn run(b: &Bench, rep: &mut Report) -> Result<()> {
         mib(rss_after),
         mib(idle_after),
         mib(hwm_load),
+    ));
+    rep.line("");
+    // What one more open stream costs, and how much of it is the heap
+    // (anonymous memory) rather than mapped code.
+    let per_stream =
+        |after: u64, before: u64| after.saturating_sub(before) as f64 / n.max(1) as f64;
+    rep.line(&format!(
+        "Per open stream: {:.1} KiB of VmRSS, {:.1} KiB of it anonymous (RssAnon {} idle, {} with the streams open).",
+        per_stream(rss_open, fresh_idle),
+        per_stream(anon_idle_open.0, anon_idle_open.1),
+        mib(anon_idle_open.1),
+        mib(anon_idle_open.0),
     ));
     rep.line("");
     rep.target(

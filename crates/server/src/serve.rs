@@ -303,7 +303,12 @@ pub(crate) async fn serve_connection(
                     tracing::debug!(path = request.uri().path(), "demo page asset");
                     response
                 } else {
-                    proxy.handle(request).await
+                    // Boxed so the route's state is freed once the answer's
+                    // head is out: hyper keeps the slot of this service
+                    // future allocated for the connection's whole life, so
+                    // inline it would hold ~5.5 KiB per open stream that
+                    // nothing uses while the body streams.
+                    Box::pin(proxy.handle(request)).await
                 };
             Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
         }
