@@ -16,6 +16,11 @@
       response mode / error) to the SAM-built bootstrap and drives the same
       scenario as a Function URL with InvokeMode RESPONSE_STREAM would.
 
+Both platform runs end with a Nagle check (`check_no_nagle`): events 10 ms
+apart (`--fast-chunk-delay-ms`, set on the emulator for the check) must not
+arrive merged, and a Lambda JSON answer must not take the ~40 ms of a
+delayed-ACK stall (vendor/README.md).
+
 Standard library only, except PyYAML-with-CloudFormation-tags from the SAM
 CLI's own environment for reading template.yaml.
 """
@@ -206,6 +211,90 @@ def drive(send, platform: str, delay_s: float, skip_missing_chat: bool = True) -
     error = r.json()
     check(400 <= r.status < 500 and error.get("code"), f"unknown route: {r.status} {r.body[:200]!r}")
     say(f"  ok  GET /api/gigachat-api/v1/no-such-route: JSON {r.status} {error.get('code')}")
+
+
+def set_emulator_chunk_delay(base_url: str, delay_ms: int | None) -> None:
+    """Through the emulator's control surface (same origin as the API);
+    `None` goes back to its --chunk-delay-ms."""
+    parts = urlsplit(base_url)
+    body = json.dumps({"reset": True} if delay_ms is None else {"chunk_delay_ms": delay_ms}).encode()
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=DEADLINE_SECS)
+    conn.request("POST", "/_emulator/faults", body=body, headers={"content-type": "application/json"})
+    status = conn.getresponse().status
+    conn.close()
+    check(status == 204, f"emulator faults: status {status}")
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+# Linux delays an ACK by at least 40 ms. A runtime that writes a streamed
+# answer in several small writes without TCP_NODELAY (Nagle's algorithm)
+# holds every write after the first until the peer's delayed ACK, so events
+# a few ms apart arrive merged into one read every ~40 ms, and even a small
+# JSON answer (prelude, separator, body) takes 40 ms.
+NAGLE_STALL_S = 0.040
+
+
+def check_no_nagle(send, platform: str, base_url: str, fast_delay_ms: int, json_latency: bool) -> None:
+    """Streams with events `fast_delay_ms` apart must arrive event by event,
+    and (`json_latency`) a small JSON answer must come back well under the
+    delayed-ACK stall. `send` must reuse its connections the way the
+    platform does (see `VercelFunctions.send`). The emulator's delay is set
+    back afterwards. Both checks run; a failure reports both."""
+    json_h = {"content-type": "application/json"}
+    failures = []
+    if json_latency:
+        took = []
+        for _ in range(20):
+            started = time.monotonic()
+            r = send("GET", "/api/gigachat-health", {}, b"")
+            took.append(time.monotonic() - started)
+            check(r.status == 200, f"health: status {r.status}: {r.body[:300]!r}")
+        limit = NAGLE_STALL_S / 2
+        shown = ", ".join(f"{t * 1000:.1f}" for t in sorted(took))
+        if median(took) < limit:
+            say(f"  ok  JSON answer without a delayed-ACK stall: median {median(took) * 1000:.1f} ms over 20 calls")
+        else:
+            failures.append(
+                f"JSON answer: median {median(took) * 1000:.1f} ms over 20 calls (want < {limit * 1000:.0f} ms; "
+                f"a fixed ~40 ms is the delayed-ACK stall of a runtime socket without TCP_NODELAY): {shown} ms"
+            )
+
+    fast_s = fast_delay_ms / 1000
+    chat = {"model": "GigaChat", "messages": [{"role": "user", "content": "Hello from the deploy check"}], "stream": True}
+    set_emulator_chunk_delay(base_url, fast_delay_ms)
+    try:
+        gaps = []
+        # The first streams are not counted: on a new connection the
+        # receiving kernel ACKs at once (quick-ACK mode), hiding Nagle.
+        for i in range(13):
+            r = send("POST", "/api/gigachat-openai/v1/chat/completions", json_h, json.dumps(chat).encode())
+            check(r.status == 200, f"fast stream: status {r.status}: {r.body[:300]!r}")
+            # [DONE] follows the last upstream event at once: not a gap.
+            times = [t for t, data in sse_data_events(r) if data != "[DONE]"]
+            check(len(times) >= 3, f"fast stream: {len(times)} events: {r.body[:400]!r}")
+            if i >= 3:
+                gaps += [b - a for a, b in zip(times, times[1:])]
+    finally:
+        set_emulator_chunk_delay(base_url, None)
+    # Each gap is ~fast_delay_ms when events go out as produced; merged
+    # events (Nagle) show as ~0 gaps, with one ~40 ms gap per merge.
+    apart = sum(1 for g in gaps if g >= fast_s * 0.4)
+    # Measured on loopback without TCP_NODELAY: 50-60 % apart; with it, all.
+    want = len(gaps) * 4 // 5
+    shown = ", ".join(f"{g * 1000:.0f}" for g in gaps)
+    if apart >= want:
+        say(f"  ok  fast stream ({fast_delay_ms} ms between events): {apart} of {len(gaps)} events arrived apart; gaps ms: {shown}")
+    else:
+        failures.append(
+            f"fast stream ({fast_delay_ms} ms between events): only {apart} of {len(gaps)} events arrived apart "
+            f"(want >= {want}); the rest were merged, the mark of Nagle's algorithm on the {platform} "
+            f"runtime's socket. Gaps in ms: {shown}"
+        )
+    check(not failures, "; ".join(failures))
 
 
 # --- Vercel: routing through config.json -------------------------------------------
@@ -449,8 +538,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_call(port: int, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_SECS)
+def http_call(
+    port: int, method: str, path: str, headers: dict[str, str], body: bytes, conn: http.client.HTTPConnection | None = None
+) -> Reply:
+    """On a new connection, closed afterwards, or on `conn`, left open."""
+    own = conn is None
+    if conn is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_SECS)
     start = time.monotonic()
     conn.request(method, path, body=body or None, headers=headers)
     resp = conn.getresponse()
@@ -460,7 +554,8 @@ def http_call(port: int, method: str, path: str, headers: dict[str, str], body: 
         if not chunk:
             break
         reply.chunks.append((time.monotonic() - start, chunk))
-    conn.close()
+    if own:
+        conn.close()
     return reply
 
 
@@ -472,6 +567,7 @@ class VercelFunctions:
         self.bridge = IpcBridge(os.path.join(workdir, "ipc.sock"))
         self.procs: dict[str, tuple[subprocess.Popen, int, float]] = {}
         self.request_id = 0
+        self.kept_alive: dict[int, http.client.HTTPConnection] = {}
 
     def start(self, name: str) -> tuple[int, float]:
         func = self.router.functions[name]
@@ -510,7 +606,11 @@ class VercelFunctions:
             shutil.copy2(source_path, root / bundle_path)
         return root
 
-    def send(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+    def send(self, method: str, path: str, headers: dict[str, str], body: bytes, keep_alive: bool = False) -> Reply:
+        """A new connection per request, or (`keep_alive`) one kept open per
+        function as the platform's bridge does. A fresh connection hides
+        Nagle's algorithm: the client's kernel ACKs its first segments at
+        once (quick-ACK mode), a long-lived one delays its ACKs."""
         resolved = self.router.resolve(urlsplit(path).path, method)
         check(resolved.kind == "function", f"{method} {path}: routes to {resolved.kind} {resolved.path}, not a function")
         name = resolved.path
@@ -532,7 +632,12 @@ class VercelFunctions:
             "x-vercel-internal-invocation-id": invocation,
             "x-vercel-internal-request-id": str(self.request_id),
         }
-        reply = http_call(port, method, path, sent, body)
+        conn = None
+        if keep_alive:
+            conn = self.kept_alive.get(port)
+            if conn is None:
+                conn = self.kept_alive[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_SECS)
+        reply = http_call(port, method, path, sent, body, conn)
         rid = self.request_id
         self.bridge.wait_for(
             lambda m: m.get("type") == "end"
@@ -541,7 +646,12 @@ class VercelFunctions:
         )
         return reply
 
+    def send_kept_alive(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        return self.send(method, path, headers, body, keep_alive=True)
+
     def stop(self) -> None:
+        for conn in self.kept_alive.values():
+            conn.close()
         for name, (proc, _, _) in self.procs.items():
             proc.send_signal(signal.SIGTERM)
             try:
@@ -579,6 +689,7 @@ def vercel_run(args) -> int:
                 say(f"  ok  {name}: server-started over IPC after {cold * 1000:.0f} ms, /_vercel/ping 200")
             try:
                 drive(functions.send, "vercel", args.chunk_delay_ms / 1000)
+                check_no_nagle(functions.send_kept_alive, "vercel", args.base_url, args.fast_chunk_delay_ms, json_latency=False)
             except CheckFailed:
                 dump_process_logs()
                 raise
@@ -625,6 +736,11 @@ class RuntimeApi(ThreadingHTTPServer):
 
 class RuntimeApiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY on this end only: its replies (headers, then body) must
+    # not stall themselves. It does not hide a stall of the runtime's
+    # writes: this socket still ACKs with the kernel's delayed ACK (no
+    # TCP_QUICKACK), as a real peer does.
+    disable_nagle_algorithm = True
     server: RuntimeApi
 
     def log_message(self, *args) -> None:
@@ -832,6 +948,7 @@ def lambda_run(args) -> int:
             send("GET", "/api/gigachat-health", {}, b"")
             say(f"  --  bootstrap{' under ' + args.qemu if args.qemu else ''}: first answer {(time.monotonic() - started) * 1000:.0f} ms after start")
             drive(send, "lambda", args.chunk_delay_ms / 1000)
+            check_no_nagle(send, "lambda", args.base_url, args.fast_chunk_delay_ms, json_latency=True)
             check(not api.init_errors, f"lambda: init errors {api.init_errors}")
         except CheckFailed:
             dump_process_logs()
@@ -859,6 +976,7 @@ def main() -> int:
     v.add_argument("--auth-url", required=True, help="the emulator's OAuth URL")
     v.add_argument("--base-url", required=True, help="the emulator's API base URL")
     v.add_argument("--chunk-delay-ms", type=int, required=True)
+    v.add_argument("--fast-chunk-delay-ms", type=int, default=10, help="event interval of the Nagle check")
     lam = sub.add_parser("lambda")
     lam.add_argument("--bootstrap", required=True)
     lam.add_argument("--qemu", default="", help="e.g. qemu-aarch64 (with QEMU_LD_PREFIX set)")
@@ -867,6 +985,7 @@ def main() -> int:
     lam.add_argument("--auth-url", required=True)
     lam.add_argument("--base-url", required=True)
     lam.add_argument("--chunk-delay-ms", type=int, required=True)
+    lam.add_argument("--fast-chunk-delay-ms", type=int, default=10, help="event interval of the Nagle check")
     args = p.parse_args()
     try:
         return {"vercel-config": vercel_config, "vercel": vercel_run, "lambda": lambda_run}[args.cmd](args)
