@@ -35,7 +35,23 @@ pub fn translate_requests(body: &[u8]) {
     }
     let _ = crate::openai::responses::translate_request(&request, &config);
     let _ = crate::openai::embeddings::translate_request(&request, &config);
-    let _ = crate::ai_sdk::request::translate(&request, &config, Some("server prompt"));
+    // The same for plain `useChat` chats, with and without an operator's
+    // system prompt.
+    for system_prompt in [Some("server prompt"), None] {
+        let full = crate::ai_sdk::request::translate(&request, &config, system_prompt);
+        if let Some((body, plan)) =
+            crate::ai_sdk::plain_chat::translate(body, &config, system_prompt)
+        {
+            let chat = full.as_ref().ok();
+            assert!(
+                chat.is_some_and(|(chat, _)| chat.uploads.is_empty()),
+                "the fast path took a useChat request the general translation refuses"
+            );
+            let full_body = chat.and_then(|(chat, _)| serde_json::to_vec(&chat.body).ok());
+            assert_eq!(full_body.as_deref(), Some(&body[..]));
+            assert_eq!(chat.map(|(_, plan)| plan), Some(&plan));
+        }
+    }
 }
 
 /// An upstream answer, through every answer translator: as a whole JSON
@@ -162,6 +178,7 @@ mod tests {
         }
         super::translate_requests(br##"{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"$ref":"#"}}}]}"##);
         super::translate_requests(br#"{"messages":[{"id":"u","role":"user","parts":[{"type":"text","text":"q"}]}],"input":[1,2]}"#);
+        super::translate_requests(r#"{"id":"c","messages":[{"id":"s","role":"system","parts":[{"type":"text","text":"be brief"}]},{"id":"u","role":"user","parts":[{"type":"text","text":"\u2028q\n"},{"type":"text","text":"🦀"}]}],"trigger":"submit-message"}"#.as_bytes());
         super::translate_requests(br#"{"model":"gpt-4o","messages":[{"role":"system","content":"s"},{"role":"user","content":"q"}],"temperature":0,"stream":true}"#);
     }
 }

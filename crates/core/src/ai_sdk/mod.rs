@@ -9,6 +9,7 @@
 //! becomes UI message chunks as it arrives.
 
 pub(crate) mod config;
+pub(crate) mod plain_chat;
 pub(crate) mod request;
 pub(crate) mod stream;
 

@@ -14,8 +14,12 @@
 //! (the fuzz target and the tests compare the two).
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use bytes::Bytes;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
@@ -28,7 +32,7 @@ struct PlainRequest<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    messages: Vec<PlainMessage<'a>>,
+    messages: Vec<Object<PlainMessage<'a>>>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -49,6 +53,27 @@ struct PlainMessage<'a> {
     role: Cow<'a, str>,
     #[serde(borrow)]
     content: Cow<'a, str>,
+}
+
+/// A struct read only from a JSON object: serde's derive also reads a
+/// struct from an array (its fields by position), which the general path
+/// refuses.
+pub(crate) struct Object<T>(pub(crate) T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor(PhantomData))
+    }
 }
 
 /// GigaChat's body, its keys in the order the full translation's map
@@ -77,7 +102,7 @@ struct MessageOut<'r> {
 /// the request is not plain (or not valid), for the full translation to
 /// read or refuse.
 pub(crate) fn translate(bytes: &[u8], config: &OpenAiConfig) -> Option<(Bytes, ChatPlan)> {
-    let request: PlainRequest<'_> = serde_json::from_slice(bytes).ok()?;
+    let Object(request): Object<PlainRequest<'_>> = serde_json::from_slice(bytes).ok()?;
     if request.messages.is_empty() {
         return None;
     }
@@ -86,7 +111,7 @@ pub(crate) fn translate(bytes: &[u8], config: &OpenAiConfig) -> Option<(Bytes, C
     let mut system: Vec<&str> = Vec::new();
     let mut messages = Vec::with_capacity(request.messages.len() + 1);
     let mut leading = true;
-    for message in &request.messages {
+    for Object(message) in &request.messages {
         let content = message.content.as_ref();
         match message.role.as_ref() {
             "system" | "developer" if leading => {
@@ -275,6 +300,10 @@ mod tests {
             br#"{"messages":[{"role":"user","content":"a"}],"stream":"yes"}"#,
             br#"{"messages":[{"role":"user","content":"a"}]} x"#,
             br#"[{"role":"user","content":"a"}]"#,
+            // Arrays where objects belong: serde's derive would read a
+            // struct from one by position; the full translation refuses.
+            br#"[null,[{"role":"user","content":"a"}]]"#,
+            br#"{"messages":[["user","a"]]}"#,
         ] {
             assert!(
                 translate(request, &config).is_none(),

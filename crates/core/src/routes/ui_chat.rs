@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::Answer;
 use super::admit::{Admitted, Purpose, admit};
-use super::api::{Call, Caller, Forwarded, send_call};
+use super::api::{BodyChecks, Call, Caller, Forwarded, send_call};
 use super::openai::{
     error_answer, for_gigachat, json_object, prepare_chat, stream_headers, unreadable_answer,
     upstream_path, whole_answer,
@@ -143,16 +143,24 @@ where
             ready.config.body_timeout,
         )
         .await?;
-    let json = parse_object(&bytes)?;
-    drop(bytes);
-    let (mut chat, plan) = crate::ai_sdk::request::translate(
-        &json,
-        &ready.config.openai,
-        ready.config.ui_chat.system_prompt.as_deref(),
-    )?;
-    drop(json);
+    let system_prompt = ready.config.ui_chat.system_prompt.as_deref();
     let path = upstream_path(ready, "chat/completions");
-    let (body, checks) = prepare_chat(ready, &mut chat, caller, &path).await?;
+    let (body, checks, plan) = if let Some((body, plan)) =
+        crate::ai_sdk::plain_chat::translate(&bytes, &ready.config.openai, system_prompt)
+    {
+        // The common text-only chat, without a JSON tree; nothing to
+        // upload, so the native path checks it as it does its own.
+        drop(bytes);
+        (body, BodyChecks::Pending, plan)
+    } else {
+        let json = parse_object(&bytes)?;
+        drop(bytes);
+        let (mut chat, plan) =
+            crate::ai_sdk::request::translate(&json, &ready.config.openai, system_prompt)?;
+        drop(json);
+        let (body, checks) = prepare_chat(ready, &mut chat, caller, &path).await?;
+        (body, checks, plan)
+    };
     let url = ready.base.resolve(&path, None)?;
     // GigaChat gets the proxy's JSON and streams it back.
     for_gigachat(&mut parts.headers);
