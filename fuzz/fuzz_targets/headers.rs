@@ -28,12 +28,13 @@ use libfuzzer_sys::fuzz_target;
 const LISTED_ORIGIN: &str = "https://app.example.com";
 
 /// docs/api.md, "What crosses the proxy".
-const UPSTREAM_ALLOWLIST: [&str; 11] = [
+const UPSTREAM_ALLOWLIST: [&str; 12] = [
     "content-type",
     "accept",
     "accept-language",
     "cache-control",
     "user-agent",
+    "x-user-agent",
     "x-session-id",
     "x-client-id",
     "x-service-id",
@@ -131,12 +132,26 @@ fn check_upstream(client: &HeaderMap) {
         assert_eq!(sent, received, "{name} was altered on the way");
     }
     for name in UPSTREAM_ALLOWLIST {
+        // A header the client's `Connection` names was meant for the first
+        // hop only (RFC 9110 §7.6.1): it must stop at the proxy.
+        let hop_only = named_in_connection(client, name);
         assert_eq!(
             upstream.contains_key(name),
-            client.contains_key(name),
-            "allowlisted {name} was dropped"
+            client.contains_key(name) && !hop_only,
+            "allowlisted {name} was dropped, or forwarded although `Connection` names it"
         );
     }
+}
+
+/// Whether any `Connection` value lists `name` among its comma-separated
+/// tokens (case-insensitive, spaces and tabs around a token ignored).
+fn named_in_connection(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    })
 }
 
 fn check_client_bound(name: &HeaderName) {
