@@ -71,9 +71,16 @@ async fn addr_from_stdout(child: &mut Child, marker: &str) -> Result<SocketAddr>
 }
 
 pub async fn start_emulator(bin: &Path, log: &Path) -> Result<Proc> {
-    let mut child = Command::new(bin)
-        .args(["--port", "0", "--token-ttl-secs", "86400"])
-        .env("RUST_LOG", "warn")
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", "0", "--token-ttl-secs", "86400"])
+        .env("RUST_LOG", "warn");
+    start_listening(cmd, bin, log).await
+}
+
+/// Spawns `cmd` (stdout piped, stderr to `log`) and returns once it printed
+/// the address it listens on.
+async fn start_listening(mut cmd: Command, bin: &Path, log: &Path) -> Result<Proc> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log)?)
@@ -166,16 +173,9 @@ pub async fn start_hyper_floor(
     token: &str,
     log: &Path,
 ) -> Result<Proc> {
-    let mut child = Command::new(bin)
-        .args(["0", &emulator.to_string(), token])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log)?)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let addr = addr_from_stdout(&mut child, "listening on").await?;
-    Ok(Proc { child, addr })
+    let mut cmd = Command::new(bin);
+    cmd.args(["0", &emulator.to_string(), token]);
+    start_listening(cmd, bin, log).await
 }
 
 pub fn free_port() -> Result<u16> {
